@@ -1,0 +1,8 @@
+"""rodimus_kernels — fused Triton kernels for rodimus-lab (installed from the folder ``kernels/``).
+
+Each kernel names its reference twin in ``rodimus_lab`` and is tested against it.
+The kernels themselves arrive with their own issues; this package is importable now so
+that ``backend="auto"`` can look for them.
+"""
+
+__all__: list[str] = []

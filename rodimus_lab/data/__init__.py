@@ -1,0 +1,1 @@
+"""Data: MQAR (synthetic recall) and WikiText (real text)."""

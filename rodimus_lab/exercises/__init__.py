@@ -1,0 +1,1 @@
+"""Classroom exercises whose answer key is the library."""

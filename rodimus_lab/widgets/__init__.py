@@ -1,0 +1,1 @@
+"""Interactive widgets (ipywidgets + plotly FigureWidget)."""
