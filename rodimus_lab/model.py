@@ -430,6 +430,17 @@ class RodimusLM(nn.Module):
         state.position += 1
         return self.lm_head(self.norm_f(x)), state
 
+    def generate(self, input_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None, callback=None):
+        """Sample ``max_new_tokens`` tokens after each prompt from the recurrent state (or KV cache).
+
+        See :func:`rodimus_lab.generate.generate` for the arguments, batches of different prompt
+        lengths and the streaming callback.
+        """
+        from .generate import generate   # generate.py builds on this module
+
+        return generate(self, input_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                        seed=seed, callback=callback)
+
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
         return n - self.embeddings.weight.numel() if exclude_embeddings else n
