@@ -5,4 +5,6 @@ The kernels themselves arrive with their own issues; this package is importable 
 that ``backend="auto"`` can look for them.
 """
 
-__all__: list[str] = []
+from .ddts import ddts, ddts_step
+
+__all__: list[str] = ["ddts", "ddts_step"]

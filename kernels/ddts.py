@@ -1,0 +1,262 @@
+"""Fused DDTS in Triton: ``ddts`` (training, forward + backward) and ``ddts_step`` (decoding).
+
+Reference twin: ``rodimus_lab.ddts`` — ``ddts(q, k, v, g_logits, tau_logits)`` equals
+``ddts_chunkwise(q, alpha_hat * normalize(k), v, log_alpha)`` with
+``(log_alpha, alpha_hat) = ddts_gates(g_logits, tau_logits)``, and ``ddts_step`` equals
+``ddts_step`` of the reference fed the same gates. The kernels are in ``ddts_triton.py``.
+
+What the kernels compute (one head; row vectors; C = 64 tokens per chunk, b = chunk-local cumsum of
+log α, so b ≤ 0 and decreasing; b_C its last row):
+
+    o_i = scale·q_i ⊙ e^{b_i} · S_start  +  Σ_{j ≤ i, same chunk} A_ij v_j,   A_ij = Σ_n scale·q_in k_jn e^{b_in − b_jn}
+    S_end = e^{b_C} ⊙ S_start + Σ_j (k_j ⊙ e^{b_C − b_j})ᵀ v_j                  k = α̂ ⊙ k / ‖k‖
+
+Why this plan. The work is dominated by the value side (m = 2048 ≫ n = 64): v and o are read/written
+once, everything of width n is cheap. So:
+
+1. ``ddts_prep_fwd`` — one program per (chunk, head), fully parallel. Loads q, k, g_logits, tau_logits
+   of 64 tokens, computes softplus/sigmoid/power, the key norm and b in registers, and writes
+   qg = scale·q ⊙ e^{b}, kg = k_eff ⊙ e^{b_C − b}, e^{b_C} and the 64×64 score block A. Every exponent is
+   ≤ 0: A is built from 16×16 sub-blocks; a block below the diagonal is one matmul whose two factors are
+   both scaled against the b of the row just before the block row, a diagonal block is element-wise
+   with the difference b_i − b_j taken before the exp. No exp of a growing cumsum anywhere, so
+   T = 65 536 with saturated gates (log α = −30 per token) is as safe as T = 64.
+2. ``ddts_fwd_walk`` — one program per (sequence, head, 64 value columns), walking its chunks in order.
+   The state tile S [n × 64] stays in registers in fp32 for the whole sequence; per chunk it reads
+   qg, kg, A (all small, shared by the value tiles through L2) and its v tile, writes its o tile, and
+   updates S with one matmul. Each value element is read and written exactly once and the state never
+   touches memory, unlike the two-kernel "store every chunk state, then compute outputs" plan, which
+   moves n/C · T · m extra elements twice (as much as v itself at n = C = 64). The cost is a
+   sequential loop of T/64 steps per program; B·m/64 programs (256 at B = 8, m = 2048) fill the GPU.
+   In training it also writes the chunk-start states h (input dtype) for the backward.
+3. Backward, ``ddts_bwd_walk`` — the same walk in reverse with dS in fp32 registers: writes dh (the
+   gradient of every chunk's end state), dv (complete, since the program owns its value columns) and
+   d(initial state).
+4. Backward, ``ddts_bwd_chunk`` — one program per (chunk, head): sweeps all value columns in 64-wide
+   tiles accumulating do·hᵀ, v·dhᵀ, do·vᵀ (64×64) and Σ h⊙dh, adds the intra-chunk terms with the same
+   sub-block scheme, turns ∂b into ∂log α (reverse cumsum + the b_C terms) and chains through α̂, the key
+   norm, softplus and sigmoid, writing dq, dk, dg_logits, dtau_logits. Gates, norm and b are recomputed
+   here from q, k and the logits (cheaper than storing them); qg, kg, A, e^{b_C} and h are kept from the
+   forward.
+
+Precision: gates, norms, cumsums, the state, every accumulation and the score sub-blocks are fp32; the
+tensor-core operands (qg, kg, A, h, dh, v, do) are in the input dtype (bf16/fp16), or fp32 with IEEE
+dots for fp32 inputs. Tile sizes: C = 64, sub-block 16, BM = 64 value columns, n padded to a power of 2
+(n ≥ 16 in practice). Any T (the last chunk is masked: its padded rows have log α = 0, k = 0), any B·H,
+and ``cu_seqlens`` packing (B = 1; empty and 1-token sequences are fine) via per-chunk tables.
+
+CPU: with ``TRITON_INTERPRET=1`` set before this package is imported, CPU tensors run through these very
+kernels (how CI tests them); without it they go to the PyTorch twin in ``ddts_torch.py``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import ddts_torch
+
+__all__ = ["ddts", "ddts_step"]
+
+CHUNK = 64
+SUB = 16
+BLOCK_M = 64
+
+
+def _use_triton(x: torch.Tensor) -> bool:
+    return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _kernels():
+    from . import ddts_triton  # imported late: triton must see TRITON_INTERPRET first
+
+    return ddts_triton
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _block_n(n: int) -> int:
+    return max(16, 1 << (n - 1).bit_length())
+
+
+def _warps(n: int) -> int:
+    return 8 if n > 64 else 4
+
+
+def _precision(x: torch.Tensor) -> str:
+    return "ieee" if x.dtype == torch.float32 else "tf32"
+
+
+def _operand_dtype(v: torch.Tensor) -> torch.dtype:
+    return v.dtype if v.dtype in (torch.bfloat16, torch.float16) else torch.float32
+
+
+def _check(q, k, v, g_logits, tau_logits, initial_state, cu_seqlens):
+    for name, x in (("q", q), ("k", k), ("v", v), ("g_logits", g_logits), ("tau_logits", tau_logits)):
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            raise ValueError(f"{name} must be a 4-D tensor [B, T, H, D], got {getattr(x, 'shape', type(x))}")
+    for name, x in (("k", k), ("g_logits", g_logits), ("tau_logits", tau_logits)):
+        if x.shape != q.shape:
+            raise ValueError(f"{name} must have the shape of q {tuple(q.shape)}, got {tuple(x.shape)}")
+    if v.shape[:-1] != q.shape[:-1]:
+        raise ValueError(f"v must agree with q on [B, T, H], got q {tuple(q.shape)} and v {tuple(v.shape)}")
+    if v.dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        raise ValueError(f"v must be float32, bfloat16 or float16, got {v.dtype}")
+    B, _, H, n = q.shape
+    num_seqs = B
+    if cu_seqlens is not None:
+        if B != 1:
+            raise ValueError(f"with cu_seqlens the sequences are packed along T, so B must be 1, got B={B}")
+        if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+            raise ValueError("cu_seqlens must be 1-D [num_seqs + 1], starting at 0 and ending at T")
+        num_seqs = cu_seqlens.numel() - 1
+    if initial_state is not None and tuple(initial_state.shape) != (num_seqs, H, n, v.shape[-1]):
+        raise ValueError(
+            f"initial_state must have shape [num_seqs, H, n, m] = {(num_seqs, H, n, v.shape[-1])}, "
+            f"got {tuple(initial_state.shape)}"
+        )
+
+
+def ddts(q, k, v, g_logits, tau_logits, *, scale=None, initial_state=None, output_final_state=False,
+         cu_seqlens=None):
+    """Fused DDTS over a sequence: returns (o [B, T, H, m] in v's dtype, final state fp32 or None).
+
+    q, k, g_logits, tau_logits: [B, T, H, n] (k raw, not normalised; logits usually fp32);
+    v: [B, T, H, m]; initial_state: [num_seqs, H, n, m]; scale defaults to n^-1/2.
+    ``cu_seqlens`` (int, [num_seqs + 1]) packs several sequences along T of a B = 1 batch; the state
+    restarts at each boundary and the final state has one row per sequence.
+    Differentiable in q, k, v, g_logits, tau_logits and initial_state.
+    """
+    _check(q, k, v, g_logits, tau_logits, initial_state, cu_seqlens)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    if not _use_triton(q):
+        return _fallback(q, k, v, g_logits, tau_logits, scale, initial_state, output_final_state, cu_seqlens)
+    o, final = _DDTS.apply(q, k, v, g_logits, tau_logits, initial_state, scale, cu_seqlens, output_final_state)
+    return o, (final if output_final_state else None)
+
+
+def _fallback(q, k, v, g_logits, tau_logits, scale, initial_state, output_final_state, cu_seqlens):
+    if cu_seqlens is None:
+        o, final = ddts_torch.ddts_torch(q, k, v, g_logits, tau_logits, scale, initial_state)
+        return o, (final if output_final_state else None)
+    outputs, finals = [], []
+    bounds = cu_seqlens.tolist()
+    for i, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+        h0 = None if initial_state is None else initial_state[i:i + 1]
+        o, final = ddts_torch.ddts_torch(*(x[:, start:end] for x in (q, k, v, g_logits, tau_logits)), scale, h0)
+        outputs.append(o)
+        finals.append(final)
+    return torch.cat(outputs, dim=1), (torch.cat(finals) if output_final_state else None)
+
+
+def _chunk_tables(cu_seqlens, T, device):
+    """Per-chunk (sequence, index in sequence) and per-sequence first-chunk tables for packed input."""
+    cu = cu_seqlens.detach().to("cpu", torch.int64)
+    if cu[0] != 0 or cu[-1] != T or bool((cu[1:] < cu[:-1]).any()):
+        raise ValueError(f"cu_seqlens must be non-decreasing from 0 to T={T}, got {cu.tolist()}")
+    counts = (cu[1:] - cu[:-1] + CHUNK - 1) // CHUNK
+    chunk_off = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    seq = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    local = torch.arange(len(seq)) - chunk_off[seq]
+    as_int = dict(device=device, dtype=torch.int32)
+    return cu.to(**as_int), seq.to(**as_int), local.to(**as_int), chunk_off.to(**as_int), len(seq)
+
+
+class _DDTS(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, g_logits, tau_logits, initial_state, scale, cu_seqlens, output_final_state):
+        K = _kernels()
+        B, T, H, n = q.shape
+        m = v.shape[-1]
+        q, k, v, g_logits, tau_logits = (x.contiguous() for x in (q, k, v, g_logits, tau_logits))
+        varlen = cu_seqlens is not None
+        NT = _cdiv(T, CHUNK)
+        if varlen:
+            cu, chunk_seq, chunk_local, chunk_off, NC = _chunk_tables(cu_seqlens, T, q.device)
+            num_seqs = cu.numel() - 1
+        else:
+            cu = chunk_seq = chunk_local = chunk_off = None
+            NC, num_seqs = B * NT, B
+        odt = _operand_dtype(v)
+        qg = torch.empty(q.shape, device=q.device, dtype=odt)
+        kg = torch.empty_like(qg)
+        gc = torch.empty(NC, H, n, device=q.device, dtype=torch.float32)
+        A = torch.empty(B, T, H, CHUNK, device=q.device, dtype=odt)
+        BN, prec, warps = _block_n(n), _precision(v), _warps(n)
+        K.ddts_prep_fwd[(NC, H)](q, k, g_logits, tau_logits, qg, kg, gc, A, cu, chunk_seq, chunk_local,
+                                 scale, T, NT, H, n, C=CHUNK, SB=SUB, BN=BN, PREC=prec, VARLEN=varlen,
+                                 num_warps=warps)
+        needs_grad = any(ctx.needs_input_grad[:6])
+        o = torch.empty_like(v)
+        h = torch.empty(NC, H, n, m, device=q.device, dtype=odt) if needs_grad else None
+        final = torch.empty(num_seqs, H, n, m, device=q.device, dtype=torch.float32) if output_final_state else None
+        h0 = None if initial_state is None else initial_state.detach().float().contiguous()
+        grid = (num_seqs, H, _cdiv(m, BLOCK_M))
+        K.ddts_fwd_walk[grid](qg, kg, gc, A, v, o, h, h0, final, cu, chunk_off, T, NT, H, n, m,
+                              C=CHUNK, BN=BN, BM=BLOCK_M, PREC=prec, STORE_H=needs_grad,
+                              USE_H0=h0 is not None, STORE_HT=output_final_state, VARLEN=varlen,
+                              num_warps=warps)
+        if needs_grad:
+            ctx.save_for_backward(q, k, v, g_logits, tau_logits, qg, kg, gc, A, h)
+            ctx.tables = (cu, chunk_seq, chunk_local, chunk_off, NC, num_seqs)
+            ctx.scale, ctx.has_h0 = scale, initial_state is not None
+            ctx.h0_dtype = None if initial_state is None else initial_state.dtype
+        return o, final
+
+    @staticmethod
+    def backward(ctx, do, dfinal):
+        K = _kernels()
+        q, k, v, g_logits, tau_logits, qg, kg, gc, A, h = ctx.saved_tensors
+        cu, chunk_seq, chunk_local, chunk_off, NC, num_seqs = ctx.tables
+        B, T, H, n = q.shape
+        m = v.shape[-1]
+        NT = _cdiv(T, CHUNK)
+        varlen = cu is not None
+        BN, prec, warps = _block_n(n), _precision(v), _warps(n)
+        do = do.contiguous()
+        dfinal = None if dfinal is None else dfinal.float().contiguous()
+        dv = torch.empty_like(v)
+        dh = torch.empty_like(h)
+        dh0 = torch.empty(num_seqs, H, n, m, device=q.device, dtype=torch.float32) if ctx.has_h0 else None
+        grid = (num_seqs, H, _cdiv(m, BLOCK_M))
+        K.ddts_bwd_walk[grid](qg, kg, gc, A, do, dv, dh, dfinal, dh0, cu, chunk_off, T, NT, H, n, m,
+                              C=CHUNK, BN=BN, BM=BLOCK_M, PREC=prec, USE_DHT=dfinal is not None,
+                              STORE_DH0=ctx.has_h0, VARLEN=varlen, num_warps=warps)
+        dq, dk = torch.empty_like(q), torch.empty_like(k)
+        dg, dtau = torch.empty_like(g_logits), torch.empty_like(tau_logits)
+        K.ddts_bwd_chunk[(NC, H)](q, k, g_logits, tau_logits, v, do, h, dh, dq, dk, dg, dtau,
+                                  cu, chunk_seq, chunk_local, ctx.scale, T, NT, H, n, m,
+                                  C=CHUNK, SB=SUB, BN=BN, BM=BLOCK_M, PREC=prec, VARLEN=varlen,
+                                  num_warps=warps)
+        if dh0 is not None:
+            dh0 = dh0.to(ctx.h0_dtype)
+        return dq, dk, dv, dg, dtau, dh0, None, None, None
+
+
+def ddts_step(q, k, v, g_logits, tau_logits, state, *, scale=None):
+    """One decoding token: q, k, g_logits, tau_logits [B, H, n]; v [B, H, m]; state [B, H, n, m] fp32.
+
+    Updates ``state`` IN PLACE (S ← α ⊙ S + k_effᵀ v) and returns (o [B, H, m] in v's dtype, state).
+    One program per (batch·head, 64 value columns) reads its state tile once and writes it once.
+    """
+    if q.dim() != 3 or any(x.shape != q.shape for x in (k, g_logits, tau_logits)):
+        raise ValueError(f"q, k, g_logits, tau_logits must share one [B, H, n] shape, got q {tuple(q.shape)}")
+    B, H, n = q.shape
+    m = v.shape[-1]
+    if v.shape != (B, H, m):
+        raise ValueError(f"v must be [B, H, m] = [{B}, {H}, m], got {tuple(v.shape)}")
+    if tuple(state.shape) != (B, H, n, m) or state.dtype != torch.float32 or not state.is_contiguous():
+        raise ValueError(f"state must be a contiguous float32 tensor [B, H, n, m] = {(B, H, n, m)}, "
+                         f"got {tuple(state.shape)} {state.dtype}")
+    scale = n ** -0.5 if scale is None else float(scale)
+    if not _use_triton(q):
+        return ddts_torch.ddts_step_torch(q, k, v, g_logits, tau_logits, state, scale)
+    q, k, v, g_logits, tau_logits = (x.contiguous() for x in (q, k, v, g_logits, tau_logits))
+    o = torch.empty_like(v)
+    grid = (B * H, _cdiv(m, BLOCK_M))
+    _kernels().ddts_step_kernel[grid](q, k, v, g_logits, tau_logits, state, o, scale, n, m,
+                                      BN=_block_n(n), BM=BLOCK_M)
+    return o, state

@@ -1,0 +1,349 @@
+"""The Triton programs behind :func:`rodimus_kernels.ddts` (the plan is in ``ddts.py``'s docstring).
+
+Layouts (token-major, every sequence of a batch packed one after another, ``[TOK, H, D]``):
+q, k, g, tau, qg, kg: ``[TOK, H, n]``; v, o, do, dv: ``[TOK, H, m]``; A: ``[TOK, H, C]`` (row i of a chunk
+holds A[i, 0:C]); gc: ``[NC, H, n]``; h, dh: ``[NC, H, n, m]`` (NC = number of chunks of all sequences).
+A chunk is located by ``_chunk`` (uniform batch: from the program id; varlen: from host-built tables).
+"""
+
+import triton
+import triton.language as tl
+
+NEG_INF = float("-inf")
+
+
+@triton.jit
+def _gates(g, tau):
+    """(s, log s, t, log α, α̂) with s = softplus(g) (torch's threshold 20), t = σ(τ).
+
+    log1p(e) uses Goldberg's trick (exact where 1 + e rounds) and log s = g below g = −15, where
+    softplus(g) = e^g to fp32 precision: no log of an underflowed 0, so α̂ and all gradients stay finite.
+    """
+    e = tl.exp(tl.minimum(g, 20.0))
+    u = 1.0 + e
+    s = tl.where(g > 20.0, g, tl.where(u == 1.0, e, tl.log(u) * (e / tl.where(u == 1.0, 1.0, u - 1.0))))
+    log_s = tl.where(g < -15.0, g, tl.log(s))
+    t = tl.sigmoid(tau)
+    return s, log_s, t, -s * t, tl.exp(t * log_s)
+
+
+@triton.jit
+def _chunk(ic, T, NT, chunk_seq, chunk_local, cu, C: tl.constexpr, VARLEN: tl.constexpr):
+    """(first token, end of its sequence) of global chunk ``ic`` as int64."""
+    if VARLEN:
+        seq = tl.load(chunk_seq + ic)
+        local = tl.load(chunk_local + ic)
+        bos = tl.load(cu + seq).to(tl.int64)
+        eos = tl.load(cu + seq + 1).to(tl.int64)
+    else:
+        seq = ic // NT
+        local = ic % NT
+        bos = seq.to(tl.int64) * T
+        eos = bos + T
+    return bos + local * C, eos
+
+
+@triton.jit
+def _sequence(i_s, T, NT, cu, chunk_off, VARLEN: tl.constexpr):
+    """(first token, end, index of its first chunk) of sequence ``i_s`` as int64."""
+    if VARLEN:
+        bos = tl.load(cu + i_s).to(tl.int64)
+        eos = tl.load(cu + i_s + 1).to(tl.int64)
+        c0 = tl.load(chunk_off + i_s).to(tl.int64)
+    else:
+        bos = i_s.to(tl.int64) * T
+        eos = bos + T
+        c0 = i_s.to(tl.int64) * NT
+    return bos, eos, c0
+
+
+@triton.jit
+def _load_chunk_features(q, k, g, tau, tok0, eos, ih, scale, H, N, C: tl.constexpr, BN: tl.constexpr):
+    """Everything one chunk needs from q, k and the logits, in fp32, computed once per program.
+
+    Returns qs = scale·q, k̂ = k/‖k‖, the inverse norm, α̂, the gate pieces, and the chunk-local
+    cumulative decay b (≤ 0; padded rows have log α = 0, so b there equals the last real row).
+    """
+    rows = tl.arange(0, C)
+    cols = tl.arange(0, BN)
+    rmask = tok0 + rows < eos
+    mask = rmask[:, None] & (cols < N)[None, :]
+    off = (tok0 + rows)[:, None] * (H * N) + ih * N + cols[None, :]
+    qs = tl.load(q + off, mask=mask, other=0.0).to(tl.float32) * scale
+    kr = tl.load(k + off, mask=mask, other=0.0).to(tl.float32)
+    gl = tl.load(g + off, mask=mask, other=0.0).to(tl.float32)
+    tl_ = tl.load(tau + off, mask=mask, other=0.0).to(tl.float32)
+    norm = tl.sqrt(tl.sum(kr * kr, axis=1))
+    inv = 1.0 / tl.maximum(norm, 1e-12)
+    khat = kr * inv[:, None]
+    s, log_s, t, la, ah = _gates(gl, tl_)
+    la = tl.where(mask, la, 0.0)
+    b = tl.cumsum(la, axis=0)
+    return off, mask, qs, khat, norm, inv, gl, s, log_s, t, ah, b
+
+
+@triton.jit
+def _intra_scores(qs, ke, b, C: tl.constexpr, SB: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr):
+    """A[i, j] = Σ_n qs_in ke_jn e^{b_in − b_jn} for j ≤ i (0 above the diagonal), without overflow.
+
+    Blocks below the diagonal of SB×SB sub-blocks: one matmul per block row I, both factors scaled
+    against r = b at the row before block I, so every exponent is ≤ 0. Diagonal blocks: element-wise,
+    one column j of every diagonal block per step (SB steps), the difference taken before the exp.
+    """
+    NS: tl.constexpr = C // SB
+    rows = tl.arange(0, C)
+    cols_c = tl.arange(0, C)
+    blk = rows // SB
+    A = tl.zeros([C, C], dtype=tl.float32)
+    for I in tl.static_range(1, NS):
+        r = tl.sum(tl.where(rows[:, None] == I * SB - 1, b, 0.0), axis=0)
+        qi = qs * tl.exp(tl.where((blk == I)[:, None], b - r[None, :], NEG_INF))
+        kj = ke * tl.exp(tl.where((blk < I)[:, None], r[None, :] - b, NEG_INF))
+        A += tl.dot(qi, tl.trans(kj), input_precision=PREC)
+    for j in range(SB):
+        kjb = _block_row(ke, j, C, SB, BN)
+        bjb = _block_row(b, j, C, SB, BN)
+        d = tl.exp(tl.where(((rows % SB) >= j)[:, None], b - bjb, NEG_INF))
+        a_col = tl.sum(qs * kjb * d, axis=1)
+        A = tl.where(cols_c[None, :] == (blk * SB + j)[:, None], a_col[:, None], A)
+    return A
+
+
+@triton.jit
+def _block_row(x, j, C: tl.constexpr, SB: tl.constexpr, BN: tl.constexpr):
+    """[C, BN] whose row r is row (r // SB)·SB + j of x: row j of each sub-block, broadcast over it."""
+    NS: tl.constexpr = C // SB
+    x3 = tl.reshape(x, [NS, SB, BN])
+    sel = tl.arange(0, SB)[None, :, None] == j
+    row = tl.sum(tl.where(sel, x3, 0.0), axis=1)
+    return tl.reshape(tl.broadcast_to(row[:, None, :], [NS, SB, BN]), [C, BN])
+
+
+@triton.jit
+def ddts_prep_fwd(q, k, g, tau, qg, kg, gc, A, cu, chunk_seq, chunk_local, scale, T, NT, H, N,
+                  C: tl.constexpr, SB: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr,
+                  VARLEN: tl.constexpr):
+    """One program = one chunk of one head: gates, key norm, decayed q/k, intra-chunk scores."""
+    ic = tl.program_id(0)
+    ih = tl.program_id(1)
+    tok0, eos = _chunk(ic, T, NT, chunk_seq, chunk_local, cu, C, VARLEN)
+    off, mask, qs, khat, norm, inv, gl, s, log_s, t, ah, b = _load_chunk_features(
+        q, k, g, tau, tok0, eos, ih, scale, H, N, C, BN)
+    ke = khat * ah
+    bC = tl.sum(tl.where(mask, -s * t, 0.0), axis=0)
+    tl.store(qg + off, (qs * tl.exp(b)).to(qg.dtype.element_ty), mask=mask)
+    tl.store(kg + off, (ke * tl.exp(bC[None, :] - b)).to(kg.dtype.element_ty), mask=mask)
+    cols = tl.arange(0, BN)
+    tl.store(gc + (ic.to(tl.int64) * H + ih) * N + cols, tl.exp(bC), mask=cols < N)
+    scores = _intra_scores(qs, ke, b, C, SB, BN, PREC)
+    rows = tl.arange(0, C)
+    a_off = (tok0 + rows)[:, None] * (H * C) + ih * C + tl.arange(0, C)[None, :]
+    tl.store(A + a_off, scores.to(A.dtype.element_ty), mask=(tok0 + rows < eos)[:, None])
+
+
+@triton.jit
+def ddts_fwd_walk(qg, kg, gc, A, v, o, h, h0, ht, cu, chunk_off, T, NT, H, N, M,
+                  C: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr,
+                  STORE_H: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr,
+                  VARLEN: tl.constexpr):
+    """One program = one sequence × head × BM value columns; walks its chunks in order.
+
+    The state tile S [n, BM] lives in registers in fp32 the whole time; per chunk:
+    o = qg·S + A·v, then S ← e^{b_C} ⊙ S + kgᵀ·v. With STORE_H it leaves each chunk's start state in h.
+    """
+    i_s = tl.program_id(0)
+    ih = tl.program_id(1)
+    im = tl.program_id(2)
+    bos, eos, c0 = _sequence(i_s, T, NT, cu, chunk_off, VARLEN)
+    rows = tl.arange(0, C)
+    cols = tl.arange(0, BN)
+    mcols = im * BM + tl.arange(0, BM)
+    nmask = cols < N
+    mmask = mcols < M
+    s_off = cols[:, None] * M + mcols[None, :]
+    s_mask = nmask[:, None] & mmask[None, :]
+    S = tl.zeros([BN, BM], dtype=tl.float32)
+    if USE_H0:
+        S += tl.load(h0 + (i_s.to(tl.int64) * H + ih) * N * M + s_off, mask=s_mask, other=0.0)
+    dt = qg.dtype.element_ty
+    for c in range(tl.cdiv(eos - bos, C)):
+        tok = bos + c * C + rows
+        rmask = tok < eos
+        nk_off = tok[:, None] * (H * N) + ih * N + cols[None, :]
+        nk_mask = rmask[:, None] & nmask[None, :]
+        qgc = tl.load(qg + nk_off, mask=nk_mask, other=0.0)
+        kgc = tl.load(kg + nk_off, mask=nk_mask, other=0.0)
+        gcc = tl.load(gc + ((c0 + c) * H + ih) * N + cols, mask=nmask, other=0.0)
+        Ac = tl.load(A + tok[:, None] * (H * C) + ih * C + rows[None, :], mask=rmask[:, None], other=0.0)
+        vm_off = tok[:, None] * (H * M) + ih * M + mcols[None, :]
+        vm_mask = rmask[:, None] & mmask[None, :]
+        vc = tl.load(v + vm_off, mask=vm_mask, other=0.0).to(dt)
+        if STORE_H:
+            tl.store(h + ((c0 + c) * H + ih) * N * M + s_off, S.to(h.dtype.element_ty), mask=s_mask)
+        oc = tl.dot(qgc, S.to(dt), input_precision=PREC)
+        oc = tl.dot(Ac, vc, oc, input_precision=PREC)
+        tl.store(o + vm_off, oc.to(o.dtype.element_ty), mask=vm_mask)
+        S = S * gcc[:, None]
+        S = tl.dot(tl.trans(kgc), vc, S, input_precision=PREC)
+    if STORE_HT:
+        tl.store(ht + (i_s.to(tl.int64) * H + ih) * N * M + s_off, S, mask=s_mask)
+
+
+@triton.jit
+def ddts_bwd_walk(qg, kg, gc, A, do, dv, dh, dht, dh0, cu, chunk_off, T, NT, H, N, M,
+                  C: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr,
+                  USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, VARLEN: tl.constexpr):
+    """The forward walk run backwards: dS [n, BM] (fp32, registers) from the last chunk to the first.
+
+    Per chunk: dh ← dS (the gradient of the chunk's end state), dv = Aᵀ·do + kg·dS (complete: the
+    value columns are this program's own), dS ← e^{b_C} ⊙ dS + qgᵀ·do. Leaves d(initial state).
+    """
+    i_s = tl.program_id(0)
+    ih = tl.program_id(1)
+    im = tl.program_id(2)
+    bos, eos, c0 = _sequence(i_s, T, NT, cu, chunk_off, VARLEN)
+    rows = tl.arange(0, C)
+    cols = tl.arange(0, BN)
+    mcols = im * BM + tl.arange(0, BM)
+    nmask = cols < N
+    mmask = mcols < M
+    s_off = cols[:, None] * M + mcols[None, :]
+    s_mask = nmask[:, None] & mmask[None, :]
+    dS = tl.zeros([BN, BM], dtype=tl.float32)
+    if USE_DHT:
+        dS += tl.load(dht + (i_s.to(tl.int64) * H + ih) * N * M + s_off, mask=s_mask, other=0.0)
+    dt = qg.dtype.element_ty
+    nchunks = tl.cdiv(eos - bos, C)
+    for cc in range(nchunks):
+        c = nchunks - 1 - cc
+        tok = bos + c * C + rows
+        rmask = tok < eos
+        nk_off = tok[:, None] * (H * N) + ih * N + cols[None, :]
+        nk_mask = rmask[:, None] & nmask[None, :]
+        qgc = tl.load(qg + nk_off, mask=nk_mask, other=0.0)
+        kgc = tl.load(kg + nk_off, mask=nk_mask, other=0.0)
+        gcc = tl.load(gc + ((c0 + c) * H + ih) * N + cols, mask=nmask, other=0.0)
+        Ac = tl.load(A + tok[:, None] * (H * C) + ih * C + rows[None, :], mask=rmask[:, None], other=0.0)
+        vm_off = tok[:, None] * (H * M) + ih * M + mcols[None, :]
+        vm_mask = rmask[:, None] & mmask[None, :]
+        doc = tl.load(do + vm_off, mask=vm_mask, other=0.0).to(dt)
+        tl.store(dh + ((c0 + c) * H + ih) * N * M + s_off, dS.to(dh.dtype.element_ty), mask=s_mask)
+        dvc = tl.dot(tl.trans(Ac), doc, input_precision=PREC)
+        dvc = tl.dot(kgc, dS.to(dt), dvc, input_precision=PREC)
+        tl.store(dv + vm_off, dvc.to(dv.dtype.element_ty), mask=vm_mask)
+        dS = dS * gcc[:, None]
+        dS = tl.dot(tl.trans(qgc), doc, dS, input_precision=PREC)
+    if STORE_DH0:
+        tl.store(dh0 + (i_s.to(tl.int64) * H + ih) * N * M + s_off, dS, mask=s_mask)
+
+
+@triton.jit
+def ddts_bwd_chunk(q, k, g, tau, v, do, h, dh, dq, dk, dg, dtau, cu, chunk_seq, chunk_local,
+                   scale, T, NT, H, N, M,
+                   C: tl.constexpr, SB: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr,
+                   PREC: tl.constexpr, VARLEN: tl.constexpr):
+    """One program = one chunk of one head: the gradients of q, k, g_logits and tau_logits.
+
+    Sweeps all value columns in BM tiles to collect do·hᵀ, v·dhᵀ, do·vᵀ and Σ h⊙dh, then adds the
+    intra-chunk terms (same sub-block scheme as the forward scores), turns ∂b into ∂log α by a
+    reverse cumsum, and chains through α̂, the key norm, softplus and sigmoid.
+    """
+    NS: tl.constexpr = C // SB
+    ic = tl.program_id(0)
+    ih = tl.program_id(1)
+    tok0, eos = _chunk(ic, T, NT, chunk_seq, chunk_local, cu, C, VARLEN)
+    off, mask, qs, khat, norm, inv, gl, s, log_s, t, ah, b = _load_chunk_features(
+        q, k, g, tau, tok0, eos, ih, scale, H, N, C, BN)
+    ke = khat * ah
+    rows = tl.arange(0, C)
+    cols = tl.arange(0, BN)
+    cols_c = tl.arange(0, C)
+    rmask = tok0 + rows < eos
+    nmask = cols < N
+    dt = h.dtype.element_ty
+    dqg = tl.zeros([C, BN], dtype=tl.float32)
+    dkg = tl.zeros([C, BN], dtype=tl.float32)
+    dA = tl.zeros([C, C], dtype=tl.float32)
+    dgc = tl.zeros([BN], dtype=tl.float32)
+    hbase = (ic.to(tl.int64) * H + ih) * N * M
+    for im in range(tl.cdiv(M, BM)):
+        mcols = im * BM + tl.arange(0, BM)
+        mmask = mcols < M
+        vm_off = (tok0 + rows)[:, None] * (H * M) + ih * M + mcols[None, :]
+        vm_mask = rmask[:, None] & mmask[None, :]
+        vc = tl.load(v + vm_off, mask=vm_mask, other=0.0).to(dt)
+        doc = tl.load(do + vm_off, mask=vm_mask, other=0.0).to(dt)
+        s_off = hbase + cols[:, None] * M + mcols[None, :]
+        s_mask = nmask[:, None] & mmask[None, :]
+        hc = tl.load(h + s_off, mask=s_mask, other=0.0)
+        dhc = tl.load(dh + s_off, mask=s_mask, other=0.0)
+        dqg = tl.dot(doc, tl.trans(hc), dqg, input_precision=PREC)
+        dkg = tl.dot(vc, tl.trans(dhc), dkg, input_precision=PREC)
+        dA = tl.dot(doc, tl.trans(vc), dA, input_precision=PREC)
+        dgc += tl.sum(hc.to(tl.float32) * dhc.to(tl.float32), axis=1)
+
+    bC = tl.sum(tl.where(mask, -s * t, 0.0), axis=0)
+    gC = tl.exp(bC)
+    ekb = tl.exp(bC[None, :] - b)
+    dqs = dqg * tl.exp(b)
+    dke = dkg * ekb
+    dA = tl.where(rows[:, None] >= cols_c[None, :], dA, 0.0)
+    blk = rows // SB
+    for I in tl.static_range(1, NS):
+        r = tl.sum(tl.where(rows[:, None] == I * SB - 1, b, 0.0), axis=0)
+        eq = tl.exp(tl.where((blk == I)[:, None], b - r[None, :], NEG_INF))
+        ek = tl.exp(tl.where((blk < I)[:, None], r[None, :] - b, NEG_INF))
+        dqs += eq * tl.dot(dA, ke * ek, input_precision=PREC)
+        dke += ek * tl.dot(tl.trans(dA), qs * eq, input_precision=PREC)
+    jj = tl.arange(0, SB)[None, :, None]
+    for j in range(SB):
+        kjb = _block_row(ke, j, C, SB, BN)
+        bjb = _block_row(b, j, C, SB, BN)
+        d = tl.exp(tl.where(((rows % SB) >= j)[:, None], b - bjb, NEG_INF))
+        a_col = tl.sum(tl.where(cols_c[None, :] == (blk * SB + j)[:, None], dA, 0.0), axis=1)
+        dqs += a_col[:, None] * kjb * d
+        per_block = tl.sum(tl.reshape(a_col[:, None] * qs * d, [NS, SB, BN]), axis=1)
+        dke += tl.reshape(tl.where(jj == j, per_block[:, None, :], 0.0), [C, BN])
+
+    # ∂b_i = qs⊙∂qs − ke⊙∂ke; b_C also scales the start state and every write: ∂b_C below.
+    db = qs * dqs - ke * dke
+    dbC = gC * dgc + tl.sum(ke * ekb * dkg, axis=0)
+    dla = tl.cumsum(db, axis=0, reverse=True) + dbC[None, :]
+    tl.store(dq + off, (dqs * scale).to(dq.dtype.element_ty), mask=mask)
+    # k_eff = α̂ ⊙ k̂ with k̂ = k / max(‖k‖, eps)
+    dah = dke * khat
+    dkhat = dke * ah
+    proj = tl.where(norm > 1e-12, tl.sum(khat * dkhat, axis=1), 0.0)
+    tl.store(dk + off, ((dkhat - khat * proj[:, None]) * inv[:, None]).to(dk.dtype.element_ty), mask=mask)
+    # log α = −s·t, α̂ = s^t, s = softplus(g), t = σ(τ); σ(g)/s → 1 where s underflows
+    sig_g = tl.sigmoid(gl)
+    ratio = tl.where(gl < -15.0, 1.0, sig_g / s)
+    dgl = -t * sig_g * dla + dah * t * ah * ratio
+    dtl = (-s * dla + dah * ah * log_s) * t * (1.0 - t)
+    tl.store(dg + off, dgl.to(dg.dtype.element_ty), mask=mask)
+    tl.store(dtau + off, dtl.to(dtau.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def ddts_step_kernel(q, k, v, g, tau, state, o, scale, N, M,
+                     BN: tl.constexpr, BM: tl.constexpr):
+    """One program = one (batch, head) × BM value columns of one decoding step; state updated in place."""
+    ib = tl.program_id(0)
+    im = tl.program_id(1)
+    cols = tl.arange(0, BN)
+    mcols = im * BM + tl.arange(0, BM)
+    nmask = cols < N
+    mmask = mcols < M
+    qn = tl.load(q + ib * N + cols, mask=nmask, other=0.0).to(tl.float32) * scale
+    kn = tl.load(k + ib * N + cols, mask=nmask, other=0.0).to(tl.float32)
+    gl = tl.load(g + ib * N + cols, mask=nmask, other=0.0).to(tl.float32)
+    tl_ = tl.load(tau + ib * N + cols, mask=nmask, other=0.0).to(tl.float32)
+    s, log_s, t, la, ah = _gates(gl, tl_)
+    ke = kn * ah / tl.maximum(tl.sqrt(tl.sum(kn * kn, axis=0)), 1e-12)
+    vm = tl.load(v + ib * M + mcols, mask=mmask, other=0.0).to(tl.float32)
+    s_off = ib.to(tl.int64) * N * M + cols[:, None] * M + mcols[None, :]
+    s_mask = nmask[:, None] & mmask[None, :]
+    S = tl.load(state + s_off, mask=s_mask, other=0.0)
+    S = tl.exp(la)[:, None] * S + ke[:, None] * vm[None, :]
+    tl.store(state + s_off, S, mask=s_mask)
+    tl.store(o + ib * M + mcols, tl.sum(qn[:, None] * S, axis=0).to(o.dtype.element_ty), mask=mmask)
