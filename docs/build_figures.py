@@ -1,0 +1,73 @@
+"""Render the key rodimus-lab figures to PNG under docs/figures/ (for the README and a look by eye).
+
+    python docs/build_figures.py            # needs kaleido (pip install kaleido) and a Chrome/Chromium;
+                                            # set BROWSER_PATH=/usr/bin/chromium if kaleido cannot find one
+
+Every figure comes from rodimus_lab.viz; the models are small and untrained unless a figure says
+otherwise, so the script runs in well under a minute on a laptop CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from rodimus_lab import ModelConfig, RodimusLM, seed_everything, viz
+from rodimus_lab.attention import attention
+from rodimus_lab.ddts import ddts_gates, ddts_parallel
+
+OUT = Path(__file__).resolve().parent / "figures"
+
+
+def figures() -> dict:
+    seed_everything(0)
+    T = 32
+    small_plus = ModelConfig(vocab_size=256, d_model=256, n_layers=2, block="rodimus_plus", mem_size=64,
+                             n_heads=2, window=16)
+    figs = {
+        "rodimus_plus_block": viz.block_diagram(small_plus),
+        "transformer_block": viz.block_diagram(ModelConfig(block="transformer", d_model=256, n_heads=2), detail=False),
+        "selection_curves": viz.selection_curves(),
+        "memory_vs_context": viz.memory_vs_context({
+            "Transformer++ 1.3B (MHA)": ModelConfig(block="transformer", d_model=2048, n_layers=24, n_heads=16),
+            "Rodimus 1.4B (n = 64)": ModelConfig(d_model=2048, n_layers=48),
+            "Rodimus+ 1.6B (SKA, window 2049)": ModelConfig(block="rodimus_plus", d_model=2048, n_layers=24,
+                                                           n_heads=16, window=2049),
+        }),
+    }
+    # DDTS's implicit attention with gates from random logits
+    B, H, n, m = 1, 1, 16, 8
+    q, k = torch.randn(B, T, H, n), torch.randn(B, T, H, n)
+    log_alpha, alpha_hat = ddts_gates(torch.randn(B, T, H, n) - 2, torch.randn(B, T, H, n))
+    _, attn = ddts_parallel(q, alpha_hat * torch.nn.functional.normalize(k, dim=-1), torch.randn(B, T, H, m), log_alpha)
+    figs["ddts_implicit_attention"] = viz.attention_matrix(attn[0, 0], title="DDTS implicit attention (random gates)")
+    # head layouts, 4 query heads, window 8
+    Hq, d = 4, 16
+    qh = torch.randn(1, T, Hq, d)
+    layouts = {"MHA": (Hq, Hq), "GQA (2 groups)": (2, 2), "MQA": (1, 1), "SKA": (1, Hq)}
+    maps = {name: attention(qh, torch.randn(1, T, hk, d), torch.randn(1, T, hv, d), window=8, return_weights=True)[1]
+            for name, (hk, hv) in layouts.items()}
+    figs["head_layouts"] = viz.layout_maps(maps, window=8, title="Sliding-window attention (8 keys) per layout")
+    # probe an (untrained) Rodimus+ model
+    model = RodimusLM(small_plus).eval()
+    result = viz.probe(model, torch.randint(0, 256, (T,)))
+    figs["gates_untrained"] = viz.gate_heatmaps(result.gates[0], title="DDTS gates of layer 0 (untrained model)")
+    figs["state_spectrum_untrained"] = viz.state_spectrum(result.states(0), title="State spectrum, layer 0 (untrained)")
+    return figs
+
+
+def main() -> None:
+    if "BROWSER_PATH" not in os.environ and shutil.which("chromium"):
+        os.environ["BROWSER_PATH"] = shutil.which("chromium")
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, fig in figures().items():
+        path = OUT / f"{name}.png"
+        fig.write_image(path, scale=1.5)
+        print(f"wrote {path.relative_to(OUT.parent.parent)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The DDTS gates: heatmaps over tokens × state dims, per-token write/keep profiles, and
+the selection curves (α, α̂) = (e^{−g}, g)^τ."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from ..ddts import ddts_gates
+from .style import COLORS, SEQUENTIAL, TEMPLATE, as_array, new_figure, token_axis
+
+__all__ = ["gate_heatmaps", "write_keep_profile", "selection_curves", "GATE_PANELS"]
+
+# panel key → (title, colour range); α and α̂ come from the model's log_alpha / alpha_hat
+GATE_PANELS = {
+    "alpha": ("α = e^{−τg}  (keep)", (0.0, 1.0)),
+    "alpha_hat": ("α̂ = g^τ  (write)", None),
+    "tau": ("τ  (temperature)", (0.0, 1.0)),
+    "g": ("g  (selection)", None),
+}
+
+
+def _panels(gates: dict) -> dict[str, np.ndarray]:
+    """The gate arrays to draw, [T, n] each, from a dict with log_alpha/alpha and alpha_hat, tau, g."""
+    if not isinstance(gates, dict):
+        raise TypeError(f"gates must be a dict like probe(...).gates(layer), got {type(gates).__name__}")
+    found = {}
+    if gates.get("alpha") is not None:
+        found["alpha"] = as_array(gates["alpha"], "gates['alpha']", 2, "[T, n]")
+    elif gates.get("log_alpha") is not None:
+        found["alpha"] = np.exp(as_array(gates["log_alpha"], "gates['log_alpha']", 2, "[T, n]"))
+    for key in ("alpha_hat", "tau", "g"):
+        if gates.get(key) is not None:
+            found[key] = as_array(gates[key], f"gates[{key!r}]", 2, "[T, n]")
+    if not found:
+        raise ValueError(f"gates has none of alpha/log_alpha, alpha_hat, tau, g (keys: {sorted(gates)})")
+    shapes = {k: v.shape for k, v in found.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"every gate must have the same shape [T, n], got {shapes}")
+    return {k: found[k] for k in GATE_PANELS if k in found}
+
+
+def gate_heatmaps(gates: dict, tokens=None, *, title: str = "DDTS gates") -> go.Figure:
+    """One heatmap per gate (α, α̂, τ, g): tokens along x, state dims along y.
+
+    gates: dict of [T, n] tensors (``log_alpha`` or ``alpha``, ``alpha_hat``, ``tau``, ``g``;
+    missing or None ones are skipped, as in the ablations). tokens: T labels or None.
+    """
+    panels = _panels(gates)
+    T, n = next(iter(panels.values())).shape
+    rows = len(panels)
+    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=[GATE_PANELS[k][0] for k in panels])
+    for row, (key, z) in enumerate(panels.items(), start=1):
+        zrange = GATE_PANELS[key][1] or (None, None)
+        top, bottom = fig.get_subplot(row, 1).yaxis.domain[::-1]
+        fig.add_trace(go.Heatmap(
+            z=z.T, x=np.arange(T), y=np.arange(n), zmin=zrange[0], zmax=zrange[1], name=key,
+            colorscale=SEQUENTIAL, colorbar=dict(len=(top - bottom) * 0.95, y=(top + bottom) / 2, thickness=12),
+            hovertemplate="token %{x}<br>state dim %{y}<br>" + key + " = %{z:.3g}<extra></extra>",
+        ), row=row, col=1)
+        fig.update_yaxes(title_text="state dim", row=row, col=1)
+    ticks = token_axis(tokens, T)
+    if ticks:
+        fig.update_xaxes(**ticks, row=rows, col=1)
+    fig.update_xaxes(title_text="token", row=rows, col=1)
+    fig.update_layout(template=TEMPLATE, title=title, height=180 + 190 * rows)
+    return fig
+
+
+def write_keep_profile(gates: dict, tokens=None, *, title: str = "What each token writes and keeps") -> go.Figure:
+    """Per token, the mean over state dims of α̂ (how strongly it is written) and of α
+    (how much of the old state survives it). Selection: one rises where the other falls."""
+    panels = _panels(gates)
+    missing = [k for k in ("alpha", "alpha_hat") if k not in panels]
+    if missing:
+        raise ValueError(f"write_keep_profile needs {missing} (log_alpha/alpha and alpha_hat) in gates")
+    T = panels["alpha"].shape[0]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=np.arange(T), y=panels["alpha_hat"].mean(1), name="mean α̂ (write)",
+                             mode="lines+markers", line=dict(color=COLORS["rodimus_plus"])), secondary_y=False)
+    fig.add_trace(go.Scatter(x=np.arange(T), y=panels["alpha"].mean(1), name="mean α (keep)",
+                             mode="lines+markers", line=dict(color=COLORS["rodimus"])), secondary_y=True)
+    ticks = token_axis(tokens, T)
+    if ticks:
+        fig.update_xaxes(**ticks)
+    fig.update_xaxes(title_text="token")
+    fig.update_yaxes(title_text="mean α̂", secondary_y=False)
+    fig.update_yaxes(title_text="mean α", secondary_y=True)
+    fig.update_layout(template=TEMPLATE, title=title, height=420, legend=dict(orientation="h", y=1.1))
+    return fig
+
+
+def selection_curves(taus=(1.0, 0.75, 0.5, 0.25), *, g_range=(1e-3, 10.0), points: int = 200,
+                     title: str = "Tempered selection (α, α̂) = (e^{−g}, g)^τ") -> go.Figure:
+    """α and α̂ as functions of the selection gate g, one curve per temperature τ.
+
+    Computed with :func:`rodimus_lab.ddts.ddts_gates` (through the logits), so the picture is
+    the library's own equation.
+    """
+    taus = [float(t) for t in np.atleast_1d(np.asarray(taus, dtype=np.float64))]
+    if not taus or any(not 0.0 < t <= 1.0 for t in taus):
+        raise ValueError(f"taus must be temperatures in (0, 1], got {taus}")
+    lo, hi = g_range
+    if not 0 < lo < hi:
+        raise ValueError(f"g_range must be (low, high) with 0 < low < high, got {g_range}")
+    g = torch.logspace(np.log10(lo), np.log10(hi), points, dtype=torch.float64)
+    g_logits = g + torch.log(-torch.expm1(-g))                      # softplus⁻¹(g)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["α = e^{−τ g}  (decay, keep)", "α̂ = g^τ  (input, write)"])
+    for i, tau in enumerate(taus):
+        tau_t = torch.tensor(tau, dtype=torch.float64)
+        tau_logits = torch.full_like(g, float(torch.logit(tau_t)) if tau < 1 else 40.0)   # sigmoid(40) = 1
+        log_alpha, alpha_hat = ddts_gates(g_logits, tau_logits)
+        color = TEMPLATE.layout.colorway[i % len(TEMPLATE.layout.colorway)]
+        for col, y in ((1, log_alpha.exp()), (2, alpha_hat)):
+            fig.add_trace(go.Scatter(x=g.numpy(), y=y.numpy(), name=f"τ = {tau:g}", legendgroup=f"tau{i}",
+                                     showlegend=col == 1, line=dict(color=color)), row=1, col=col)
+    fig.update_xaxes(type="log", title_text="g")
+    fig.update_yaxes(title_text="α", row=1, col=1)
+    fig.update_yaxes(title_text="α̂", type="log", row=1, col=2)
+    fig.update_layout(template=TEMPLATE, title=title, height=420)
+    return fig

@@ -1,0 +1,104 @@
+"""Training curves from metric logs, and our sweep results drawn beside the paper's points."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .style import COLORS, TEMPLATE
+
+__all__ = ["read_metrics", "training_curves", "compare_with_paper"]
+
+
+def read_metrics(source) -> list[dict]:
+    """Metric rows from a JSONL file (one JSON object per line) or an iterable of dicts."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"metrics log {path} does not exist")
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = list(source)
+    if not all(isinstance(r, dict) for r in rows):
+        raise TypeError("metrics must be a JSONL path or an iterable of dicts (one per logged step)")
+    return rows
+
+
+def training_curves(logs, *, x: str = "step", y=("loss",), log_y: bool = False,
+                    title: str = "Training curves") -> go.Figure:
+    """One panel per metric in ``y``, one line per run; rows lacking a metric are skipped
+    (training and evaluation rows can share one log).
+
+    logs: a JSONL path / list of dicts, or {run name: path or list of dicts}.
+    """
+    runs = logs if isinstance(logs, dict) else {"run": logs}
+    if not runs:
+        raise ValueError("logs is empty: pass a JSONL path, a list of metric dicts, or {name: ...}")
+    metrics = [y] if isinstance(y, str) else list(y)
+    if not metrics:
+        raise ValueError("y must name at least one metric")
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics)
+    drawn = 0
+    colorway = TEMPLATE.layout.colorway
+    for i, (name, source) in enumerate(runs.items()):
+        rows = read_metrics(source)
+        for col, metric in enumerate(metrics, start=1):
+            points = [(r[x], r[metric]) for r in rows if r.get(x) is not None and r.get(metric) is not None]
+            if not points:
+                continue
+            xs, ys = zip(*points)
+            drawn += 1
+            fig.add_trace(go.Scatter(x=xs, y=ys, name=str(name), legendgroup=str(name), showlegend=col == 1,
+                                     mode="lines+markers" if len(xs) < 30 else "lines",
+                                     line=dict(color=colorway[i % len(colorway)])), row=1, col=col)
+        fig.update_xaxes(title_text=x)
+    if not drawn:
+        raise ValueError(f"no row has both {x!r} and any of {metrics}; check the metric names in the log")
+    if log_y:
+        fig.update_yaxes(type="log")
+    fig.update_layout(template=TEMPLATE, title=title, height=420, width=max(520, 460 * len(metrics)))
+    return fig
+
+
+def _color(name: str, fallback: str) -> str:
+    key = name.lower().replace("+", "_plus").replace(" ", "_")
+    return COLORS.get(key, fallback)
+
+
+def _xy(series, where: str):
+    points = np.asarray(series, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
+        raise ValueError(f"{where} must be a non-empty list of (x, y) pairs, got shape {points.shape}")
+    return points[np.argsort(points[:, 0])].T
+
+
+def compare_with_paper(ours: dict, paper: dict | None = None, *, x_title: str, y_title: str,
+                       log_x: bool = True, title: str = "Ours beside the paper") -> go.Figure:
+    """Our points (solid, filled markers) beside the paper's (dashed, open markers), one colour per model.
+
+    ours, paper: {model name: [(x, y), ...]}; see :mod:`rodimus_lab.viz.paper` for the paper's.
+    """
+    if not isinstance(ours, dict) or (paper is not None and not isinstance(paper, dict)):
+        raise TypeError("ours and paper must be dicts {model name: [(x, y), ...]}")
+    if not ours and not paper:
+        raise ValueError("nothing to draw: ours and paper are both empty")
+    fig = go.Figure()
+    colorway = TEMPLATE.layout.colorway
+    names = list(dict.fromkeys([*ours, *(paper or {})]))
+    for i, name in enumerate(names):
+        color = _color(name, colorway[i % len(colorway)])
+        if name in ours:
+            xs, ys = _xy(ours[name], f"ours[{name!r}]")
+            fig.add_trace(go.Scatter(x=xs, y=ys, name=f"{name} (ours)", mode="lines+markers",
+                                     line=dict(color=color, width=2.5), marker=dict(size=9)))
+        if paper and name in paper:
+            xs, ys = _xy(paper[name], f"paper[{name!r}]")
+            fig.add_trace(go.Scatter(x=xs, y=ys, name=f"{name} (paper)", mode="lines+markers",
+                                     line=dict(color=color, dash="dash", width=1.5),
+                                     marker=dict(size=8, symbol="circle-open")))
+    fig.update_layout(template=TEMPLATE, title=title, height=460,
+                      xaxis=dict(title=x_title, type="log" if log_x else "linear"), yaxis=dict(title=y_title))
+    return fig

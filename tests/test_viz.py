@@ -1,0 +1,273 @@
+"""rodimus_lab.viz: every figure function (shapes in → expected traces/axes out; bad shapes →
+an error naming the argument) and probe (captures what the model computes, leaves no hooks)."""
+
+import json
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from rodimus_lab import ModelConfig, RodimusLM, cache_bytes, viz
+from rodimus_lab.attention import attention
+from rodimus_lab.ddts import ddts_chunkwise, ddts_gates, ddts_parallel
+
+
+def heatmaps(fig):
+    return [t for t in fig.data if isinstance(t, go.Heatmap)]
+
+
+@pytest.fixture(scope="module")
+def plus_model():
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=50, d_model=32, n_layers=2, block="rodimus_plus", mem_size=8,
+                         n_heads=2, window=4)
+    return RodimusLM(config).eval()
+
+
+def random_gates(T=6, n=5):
+    log_alpha, alpha_hat = ddts_gates(torch.randn(T, n), torch.randn(T, n))
+    return dict(log_alpha=log_alpha, alpha_hat=alpha_hat, tau=torch.rand(T, n), g=torch.rand(T, n))
+
+
+# ----------------------------------------------------------------------------- gates
+
+def test_gate_heatmaps_one_panel_per_gate_with_token_labels():
+    gates = random_gates(T=6, n=5)
+    fig = viz.gate_heatmaps(gates, tokens=list("abcdea"))
+    assert [t.name for t in heatmaps(fig)] == ["alpha", "alpha_hat", "tau", "g"]
+    assert heatmaps(fig)[0].z.shape == (5, 6)                         # state dims × tokens
+    np.testing.assert_allclose(heatmaps(fig)[0].z, gates["log_alpha"].exp().numpy().T)
+    assert list(fig.layout.xaxis4.ticktext) == list("abcdea")          # repeated tokens keep their place
+
+
+def test_gate_heatmaps_skips_missing_gates_and_rejects_bad_shapes():
+    gates = random_gates()
+    gates["g"] = gates["tau"] = None                                   # as the "no_decay"/"retnet" ablations
+    assert len(heatmaps(viz.gate_heatmaps(gates))) == 2
+    with pytest.raises(ValueError, match="alpha_hat"):
+        viz.gate_heatmaps(dict(log_alpha=torch.zeros(4, 3), alpha_hat=torch.zeros(4, 3, 2)))
+    with pytest.raises(ValueError, match="same shape"):
+        viz.gate_heatmaps(dict(log_alpha=torch.zeros(4, 3), alpha_hat=torch.zeros(5, 3)))
+    with pytest.raises(ValueError, match="tokens has 2 labels"):
+        viz.gate_heatmaps(random_gates(T=6), tokens=["a", "b"])
+    with pytest.raises(TypeError, match="gates must be a dict"):
+        viz.gate_heatmaps(torch.zeros(4, 3))
+
+
+def test_write_keep_profile_means_over_state_dims():
+    gates = random_gates(T=7, n=4)
+    fig = viz.write_keep_profile(gates)
+    assert len(fig.data) == 2
+    np.testing.assert_allclose(fig.data[0].y, gates["alpha_hat"].mean(1).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(fig.data[1].y, gates["log_alpha"].exp().mean(1).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="alpha_hat"):
+        viz.write_keep_profile(dict(log_alpha=torch.zeros(3, 2)))
+
+
+def test_selection_curves_follow_the_tempered_pair():
+    fig = viz.selection_curves(taus=(1.0, 0.5), points=50)
+    assert len(fig.data) == 4                                          # (α, α̂) per τ
+    g = np.asarray(fig.data[2].x)
+    np.testing.assert_allclose(fig.data[2].y, np.exp(-0.5 * g), rtol=1e-9)   # α at τ = 0.5
+    np.testing.assert_allclose(fig.data[3].y, g ** 0.5, rtol=1e-9)           # α̂ at τ = 0.5
+    np.testing.assert_allclose(fig.data[1].y, g, rtol=1e-9)                  # τ = 1: α̂ = g
+    assert fig.layout.xaxis.type == "log"
+    with pytest.raises(ValueError, match="taus"):
+        viz.selection_curves(taus=(1.5,))
+    with pytest.raises(ValueError, match="g_range"):
+        viz.selection_curves(g_range=(1.0, 0.1))
+
+
+# ------------------------------------------------------------------------ attention
+
+def test_attention_matrix_of_ddts_is_signed_and_square():
+    T, n = 9, 4
+    q, k, v = torch.randn(1, T, 1, n), torch.randn(1, T, 1, n), torch.randn(1, T, 1, 3)
+    log_alpha = -torch.rand(1, T, 1, n)
+    _, attn = ddts_parallel(q, k, v, log_alpha)
+    fig = viz.attention_matrix(attn, tokens=[f"t{i}" for i in range(T)])    # [1, 1, T, T] accepted
+    (hm,) = heatmaps(fig)
+    np.testing.assert_allclose(hm.z, attn[0, 0].numpy(), rtol=1e-6)
+    assert fig.layout.coloraxis.colorscale[0][1].startswith("rgb")           # diverging scale
+    assert fig.layout.coloraxis.cmin == -fig.layout.coloraxis.cmax
+    assert fig.layout.yaxis.autorange == "reversed"
+    with pytest.raises(ValueError, match="square"):
+        viz.attention_matrix(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="one \\[T, T\\] matrix"):
+        viz.attention_matrix(torch.zeros(2, 3, 3))
+
+
+def test_head_maps_draw_every_head_and_the_window_band():
+    T, H, window = 10, 3, 4
+    q, k, v = torch.randn(1, T, H, 8), torch.randn(1, T, 1, 8), torch.randn(1, T, H, 8)
+    _, w = attention(q, k, v, window=window, return_weights=True)
+    fig = viz.head_maps(w, window=window)
+    assert len(heatmaps(fig)) == H
+    bands = [t for t in fig.data if isinstance(t, go.Scatter)]
+    assert len(bands) == 2 * H                                          # diagonal + window edge per head
+    z = heatmaps(fig)[0].z
+    assert np.isnan(z[T - 1, 0]) and not np.isnan(z[T - 1, T - window])   # masked keys blank, window kept
+    assert len(heatmaps(viz.head_maps(w[0]))) == H                       # [H, T, T] accepted too
+    with pytest.raises(ValueError, match="weights must be"):
+        viz.head_maps(torch.zeros(T, T))
+    with pytest.raises(ValueError, match="head_names"):
+        viz.head_maps(w, head_names=["a"])
+
+
+def test_layout_maps_rows_are_layouts():
+    T = 6
+    maps = {"MHA": torch.rand(4, T, T), "SKA": torch.rand(1, 4, T, T), "MQA": torch.rand(4, T, T)}
+    fig = viz.layout_maps(maps, heads=2)
+    assert len(heatmaps(fig)) == 3 * 2
+    assert fig.layout.annotations[0].text == "MHA · head 0"
+    with pytest.raises(ValueError, match="same sequence length"):
+        viz.layout_maps({"a": torch.rand(2, 4, 4), "b": torch.rand(2, 5, 5)})
+    with pytest.raises(ValueError, match="non-empty dict"):
+        viz.layout_maps({})
+
+
+# ---------------------------------------------------------------------------- state
+
+def test_effective_rank_of_known_matrices():
+    eye = torch.eye(4).expand(3, 4, 4)
+    rank_one = torch.outer(torch.randn(4), torch.randn(5))[None]
+    torch.testing.assert_close(viz.effective_rank(eye), torch.full((3,), 4.0, dtype=torch.float64))
+    assert abs(viz.effective_rank(rank_one).item() - 1.0) < 1e-6
+    assert viz.effective_rank(torch.zeros(1, 3, 3)).item() == 0.0
+    assert viz.singular_values(torch.randn(7, 4, 6)).shape == (7, 4)
+
+
+def test_state_spectrum_and_norms_figures():
+    states = torch.randn(5, 4, 6)
+    fig = viz.state_spectrum(states, tokens=list("abcde"))
+    assert heatmaps(fig)[0].z.shape == (4, 5)
+    erank = [t for t in fig.data if t.name == "effective rank"][0]
+    np.testing.assert_allclose(erank.y, viz.effective_rank(states).numpy())
+    fig = viz.state_norms({"layer 0": states, "layer 1": 2 * states})
+    np.testing.assert_allclose(fig.data[1].y, 2 * torch.linalg.matrix_norm(states).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="\\[T, n, m\\]"):
+        viz.state_spectrum(torch.zeros(4, 6))
+    with pytest.raises(ValueError, match="one length"):
+        viz.state_norms({"a": torch.zeros(3, 2, 2), "b": torch.zeros(4, 2, 2)}, tokens=list("abc"))
+
+
+# --------------------------------------------------------------------- memory, training
+
+def test_memory_vs_context_uses_cache_bytes():
+    configs = {"tf": ModelConfig(block="transformer"), "rodimus": ModelConfig(),
+               "plus": ModelConfig(block="rodimus_plus", window=8)}
+    lens = [1, 4, 16, 64]
+    fig = viz.memory_vs_context(configs, lens)
+    assert [t.name for t in fig.data] == list(configs)
+    for trace, config in zip(fig.data, configs.values()):
+        assert list(trace.y) == [cache_bytes(config, L) for L in lens]
+    assert fig.data[1].y[0] == fig.data[1].y[-1]                        # Rodimus: flat
+    assert fig.layout.xaxis.type == fig.layout.yaxis.type == "log"
+    with pytest.raises(TypeError, match="configs\\['x'\\]"):
+        viz.memory_vs_context({"x": {"d_model": 8}})
+    with pytest.raises(ValueError, match="context_lens"):
+        viz.memory_vs_context(configs, [0, 4])
+
+
+def test_training_curves_from_jsonl_and_rows(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": i, "loss": 1.0 / (i + 1)} for i in range(5)] + [{"step": 4, "eval_loss": 0.3}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    fig = viz.training_curves({"a": path, "b": rows[:3]}, y=("loss", "eval_loss"))
+    assert [(t.name, len(t.x)) for t in fig.data] == [("a", 5), ("a", 1), ("b", 3)]
+    with pytest.raises(ValueError, match="no row has"):
+        viz.training_curves(rows, y="accuracy")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        viz.training_curves(tmp_path / "missing.jsonl")
+
+
+def test_compare_with_paper_pairs_ours_and_paper():
+    ours = {"Rodimus": [(32, 0.4), (16, 0.2)]}
+    fig = viz.compare_with_paper(ours, viz.paper.FIG1B_MQAR_VS_STATE_SIZE, x_title="n", y_title="accuracy")
+    names = [t.name for t in fig.data]
+    assert names[:2] == ["Rodimus (ours)", "Rodimus (paper)"] and "Mamba2 (paper)" in names
+    assert list(fig.data[0].x) == [16, 32]                              # sorted by x
+    assert fig.data[0].line.color == fig.data[1].line.color
+    with pytest.raises(ValueError, match="ours\\['Rodimus'\\]"):
+        viz.compare_with_paper({"Rodimus": [1, 2, 3]}, x_title="n", y_title="acc")
+
+
+# --------------------------------------------------------------------- architecture
+
+@pytest.mark.parametrize("block", ["rodimus", "rodimus_plus", "transformer"])
+def test_block_diagram_reads_sizes_from_the_config(block):
+    extra = {"window": 16} if block == "rodimus_plus" else {}
+    config = ModelConfig(block=block, d_model=256, mem_size=32, n_heads=2, **extra) if block != "rodimus" \
+        else ModelConfig(d_model=256, mem_size=32)
+    fig = viz.block_diagram(config)
+    text = " ".join(a.text for a in fig.layout.annotations)
+    if config.has_mixer:
+        assert f"{config.mem_size}×{config.d_inner}" in text and "inside the Rodimus flow" in text
+    if config.has_attention:
+        assert f"{config.d_model} → {config.ffn_dim} → {config.d_model}" in text
+        assert f"{config.num_heads} q / {config.num_key_heads} k / {config.num_value_heads} v heads" in text
+    assert ("two-hop" in text) == (block == "rodimus_plus")
+    assert ("window 16 keys" in text) == (block == "rodimus_plus")
+
+
+def test_block_diagram_rejects_non_configs():
+    with pytest.raises(TypeError, match="ModelConfig"):
+        viz.block_diagram({"d_model": 8})
+
+
+# ---------------------------------------------------------------------------- probe
+
+def test_probe_captures_every_layer_and_removes_its_hooks(plus_model):
+    ids = torch.randint(0, 50, (12,))
+    result = viz.probe(plus_model, ids)
+    config = plus_model.config
+    assert sorted(result.gates) == sorted(result.attention) == [0, 1]
+    assert result.gates[0]["alpha_hat"].shape == (12, config.mem_size)
+    assert result.ddts_inputs[1]["v"].shape == (12, config.d_inner)
+    assert result.attention[0].shape == (config.num_heads, 12, 12)
+    torch.testing.assert_close(result.attention[0].sum(-1), torch.ones(config.num_heads, 12))
+    torch.testing.assert_close(result.logits, plus_model(ids[None]).logits[0])
+    assert all(not layer.mixer.gate_tap.active and not layer.attn.weights_tap.active for layer in plus_model.layers)
+    assert result.tokens == [str(i) for i in ids.tolist()]
+
+
+def test_probe_states_and_implicit_attention_agree_with_the_reference(plus_model):
+    result = viz.probe(plus_model, torch.randint(0, 50, (1, 10)))
+    x = {k: t[None, :, None] for k, t in result.ddts_inputs[0].items()}
+    o, final = ddts_chunkwise(x["q"], x["k"], x["v"], x["log_alpha"], output_final_state=True)
+    states = result.states(0)
+    assert states.shape == (10, plus_model.config.mem_size, plus_model.config.d_inner)
+    torch.testing.assert_close(states[-1], final[0, 0])
+    attn = result.implicit_attention(0)
+    torch.testing.assert_close(attn @ x["v"][0, :, 0], o[0, :, 0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(KeyError, match="no DDTS"):
+        result.states(5)
+
+
+def test_probe_with_text_and_tokenizer(plus_model):
+    class CharTokenizer:                                 # encode/decode like tiktoken
+        def encode(self, text):
+            return [ord(c) % 50 for c in text]
+
+        def decode(self, ids):
+            return "".join(chr(i + 60) for i in ids)
+
+    result = viz.probe(plus_model, text="hello", tokenizer=CharTokenizer())
+    assert len(result.tokens) == 5 and result.token_ids == [ord(c) % 50 for c in "hello"]
+
+
+def test_probe_rejects_batches_and_ambiguous_inputs(plus_model):
+    with pytest.raises(ValueError, match="one sequence"):
+        viz.probe(plus_model, torch.zeros(2, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="exactly one"):
+        viz.probe(plus_model)
+    with pytest.raises(ValueError, match="tokenizer"):
+        viz.probe(plus_model, text="hi")
+
+
+def test_probe_on_an_ablation_without_g_and_tau():
+    model = RodimusLM(ModelConfig(vocab_size=20, d_model=16, n_layers=1, mem_size=4, gate="no_decay"))
+    result = viz.probe(model, torch.arange(6))
+    assert result.gates[0]["g"] is None and result.attention == {}
+    assert len(heatmaps(viz.gate_heatmaps(result.gates[0]))) == 2
