@@ -317,7 +317,7 @@ def ddts_bwd_chunk(q, k, g, tau, v, do, h, dh, dq, dk, dg, dtau, cu, chunk_seq, 
     tl.store(dk + off, ((dkhat - khat * proj[:, None]) * inv[:, None]).to(dk.dtype.element_ty), mask=mask)
     # log α = −s·t, α̂ = s^t, s = softplus(g), t = σ(τ); σ(g)/s → 1 where s underflows
     sig_g = tl.sigmoid(gl)
-    ratio = tl.where(gl < -15.0, 1.0, sig_g / s)
+    ratio = tl.where(gl < -15.0, 1.0, sig_g / tl.where(gl < -15.0, 1.0, s))
     dgl = -t * sig_g * dla + dah * t * ah * ratio
     dtl = (-s * dla + dah * ah * log_s) * t * (1.0 - t)
     tl.store(dg + off, dgl.to(dg.dtype.element_ty), mask=mask)

@@ -170,6 +170,12 @@ class RodimusMixer(nn.Module):
         k = _up(k) * alpha_hat
         return q, k, self._value(x_), log_alpha
 
+    def _kernel_inputs(self, x_, xc):
+        """(q, k, v, g_logits, tau_logits) for the fused kernels: k raw, logits in fp32."""
+        q, k = self.in_proj(xc).chunk(2, dim=-1)
+        logits = F.linear(_up(xc), _up(self.mem_gate_proj.weight), _up(self.mem_gate_proj.bias))
+        return (q, k, self._value(x_), *logits.chunk(2, dim=-1))
+
     def _value(self, x_):
         """v = β̂ ⊙ x' with the low-rank value gate β̂ (the value is the pre-conv branch)."""
         return torch.sigmoid(self.ch_gate_proj(x_)) * x_
@@ -181,10 +187,7 @@ class RodimusMixer(nn.Module):
         fusable = c.gate == "ddts" and c.key_norm and not (self.gate_tap.active or self.ddts_tap.active)
         if fusable and _use_triton(c.backend, x):
             # The kernel computes the gates and the key normalisation itself.
-            q, k = self.in_proj(xc).chunk(2, dim=-1)
-            logits = F.linear(_up(xc), _up(self.mem_gate_proj.weight), _up(self.mem_gate_proj.bias))
-            g_logits, tau_logits = logits.chunk(2, dim=-1)
-            o, _ = _kernel("ddts")(*(t.unsqueeze(2) for t in (q, k, self._value(x_), g_logits, tau_logits)))
+            o, _ = _kernel("ddts")(*(t.unsqueeze(2) for t in self._kernel_inputs(x_, xc)))
             return self._output(o.squeeze(2), xc, z)
         q, k, v, log_alpha = self._features(x_, xc)
         q, k, v, log_alpha = (t.unsqueeze(2) for t in (q, k, v, log_alpha))   # one head: [B, T, 1, ·]
@@ -210,6 +213,11 @@ class RodimusMixer(nn.Module):
             xc, state["conv"] = self.short_conv.step(x_, state["conv"])
         else:
             xc = F.silu(x_)
+        c = self.config
+        if c.gate == "ddts" and c.key_norm and not self.gate_tap.active and _use_triton(c.backend, x):
+            # Fused gates + key norm; the fp32 state is updated in place.
+            o, _ = _kernel("ddts_step")(*(t.unsqueeze(1) for t in self._kernel_inputs(x_, xc)), state["ddts"])
+            return self._output(o.squeeze(1), xc, z)
         q, k, v, log_alpha = (t.unsqueeze(1) for t in self._features(x_, xc))   # [B, 1, ·]
         o, state["ddts"] = ddts_ref.ddts_step(q, k, v, log_alpha, state["ddts"])
         return self._output(o.squeeze(1), xc, z)

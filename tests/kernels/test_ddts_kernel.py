@@ -1,0 +1,249 @@
+"""rodimus_kernels.ddts / ddts_step against the float64 reference rodimus_lab.ddts.
+
+On CPU the kernels run under TRITON_INTERPRET=1 (set by tests/kernels/conftest.py before any kernel
+module is imported) at small shapes; the `gpu` tests run the same checks at full shapes on CUDA
+(`pytest tests/kernels -m gpu` on the H200). Errors are relative RMS: ‖out − ref‖ / ‖ref‖.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import rodimus_kernels
+from rodimus_lab.ddts import ddts_chunkwise, ddts_gates
+from rodimus_lab.ddts import ddts_step as ref_step
+
+CUDA = torch.cuda.is_available()
+gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (run on the H200 with `pytest -m gpu`)")
+NAMES = ("q", "k", "v", "g_logits", "tau_logits", "initial_state")
+
+
+def rel_err(a, b):
+    a, b = a.double(), b.double()
+    assert torch.isfinite(a).all(), "non-finite values in the kernel's result"
+    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+def reference(q, k, v, g_logits, tau_logits, initial_state=None, scale=None):
+    """The reference twin in float64: ddts_chunkwise(q, α̂ ⊙ k/‖k‖, v, log α)."""
+    log_alpha, alpha_hat = ddts_gates(g_logits, tau_logits)
+    k_eff = alpha_hat * F.normalize(k, dim=-1, eps=1e-12)
+    return ddts_chunkwise(q, k_eff, v, log_alpha, scale=scale, initial_state=initial_state, output_final_state=True)
+
+
+def make_inputs(B, T, H, n, m, *, device="cpu", g_scale=2.0, tau_scale=2.0, seed=0):
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def randn(*shape, scale=1.0):
+        return scale * torch.randn(*shape, generator=gen, device=device, dtype=torch.float32)
+
+    return [randn(B, T, H, n), randn(B, T, H, n), randn(B, T, H, m),
+            randn(B, T, H, n, scale=g_scale), randn(B, T, H, n, scale=tau_scale), randn(B, H, n, m)]
+
+
+def compare(inputs, *, dtype=torch.float32, cu_seqlens=None, scale=None, with_h0=True, tol=1e-4):
+    """Kernel vs float64 reference for o, the final state and all six gradients."""
+    q, k, v, g, tau, h0 = inputs
+    h0 = h0 if with_h0 else None
+    # the kernel sees q, k, v in `dtype`; the reference sees the very same (rounded) values in float64
+    kernel_in = [x.to(dtype) for x in (q, k, v)] + [g, tau] + ([h0] if with_h0 else [])
+    kernel_in = [x.detach().clone().requires_grad_() for x in kernel_in]
+    ref_in = [x.detach().double().requires_grad_() for x in kernel_in]
+    o, final = rodimus_kernels.ddts(*kernel_in[:5], initial_state=kernel_in[5] if with_h0 else None,
+                                    output_final_state=True, cu_seqlens=cu_seqlens, scale=scale)
+    assert o.dtype == dtype and o.shape == v.shape and final.dtype == torch.float32
+    weights = torch.randn_like(o, dtype=torch.float32), torch.randn_like(final)
+    ((o.float() * weights[0]).sum() + (final * weights[1]).sum()).backward()
+
+    if cu_seqlens is None:
+        o_ref, final_ref = reference(*ref_in[:5], ref_in[5] if with_h0 else None, scale=scale)
+    else:  # each packed sequence on its own, its own initial state
+        bounds = cu_seqlens.tolist()
+        outs, finals = [], []
+        for i, (s, e) in enumerate(zip(bounds[:-1], bounds[1:])):
+            seq_h0 = ref_in[5][i:i + 1] if with_h0 else None
+            if e == s:  # an empty sequence hands its initial state straight through
+                outs.append(ref_in[2][:, s:e])
+                finals.append(seq_h0 if with_h0 else torch.zeros_like(final[i:i + 1], dtype=torch.float64))
+                continue
+            o_i, f_i = reference(*(x[:, s:e] for x in ref_in[:5]), seq_h0, scale=scale)
+            outs.append(o_i)
+            finals.append(f_i)
+        o_ref, final_ref = torch.cat(outs, dim=1), torch.cat(finals)
+    ((o_ref * weights[0].double()).sum() + (final_ref * weights[1].double()).sum()).backward()
+
+    errors = {"o": rel_err(o, o_ref), "final_state": rel_err(final, final_ref)}
+    errors.update({f"d{name}": rel_err(a.grad, b.grad) for name, a, b in zip(NAMES, kernel_in, ref_in)})
+    bad = {name: err for name, err in errors.items() if not err <= tol}
+    assert not bad, f"relative RMS errors above {tol}: {bad} (all: {errors})"
+    return errors
+
+
+# ------------------------------------------------------------------ CPU (TRITON_INTERPRET=1)
+
+@pytest.mark.parametrize(
+    "B, T, H, n, m",
+    [
+        (1, 1, 1, 16, 16),     # one token
+        (1, 63, 1, 32, 24),    # one partial chunk, m not a multiple of the tile
+        (2, 64, 2, 16, 40),    # exactly one chunk, H > 1, B > 1
+        (1, 65, 1, 64, 16),    # one token into the second chunk, n = 64
+        (1, 200, 1, 16, 80),   # several chunks, two value tiles
+        (2, 70, 3, 32, 8),     # small m
+    ],
+)
+def test_matches_reference(B, T, H, n, m):
+    compare(make_inputs(B, T, H, n, m, seed=T + n + m))
+
+
+def test_no_initial_state_and_custom_scale():
+    compare(make_inputs(1, 90, 2, 16, 24, seed=3), with_h0=False, scale=0.37)
+
+
+@pytest.mark.parametrize("g_shift", [-30.0, 30.0, 0.0])
+def test_extreme_logits(g_shift):
+    """Saturated gates: softplus/sigmoid at their ends (no decay, total decay, mixed ±30)."""
+    q, k, v, g, tau, h0 = make_inputs(1, 130, 1, 16, 16, g_scale=25.0, tau_scale=25.0, seed=7)
+    g = g + g_shift if g_shift else g
+    compare([q, k, v, g, tau, h0])
+
+
+def test_packed_sequences_with_empty_and_single_token():
+    lengths = [0, 1, 70, 64, 5]
+    cu = torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(), dtype=torch.int32)
+    q, k, v, g, tau, _ = make_inputs(1, sum(lengths), 2, 16, 24, seed=11)
+    h0 = torch.randn(len(lengths), 2, 16, 24)
+    compare([q, k, v, g, tau, h0], cu_seqlens=cu)
+
+
+def test_step_updates_state_in_place_and_matches_reference():
+    B, H, n, m = 2, 3, 16, 40
+    q, k, v, g, tau, s0 = make_inputs(B, 5, H, n, m, seed=5)
+    state = s0.clone()
+    ref_state = s0.double()
+    for t in range(q.shape[1]):
+        o, returned = rodimus_kernels.ddts_step(q[:, t], k[:, t], v[:, t], g[:, t], tau[:, t], state)
+        assert returned is state
+        la, ah = ddts_gates(g[:, t].double(), tau[:, t].double())
+        ke = ah * F.normalize(k[:, t].double(), dim=-1, eps=1e-12)
+        o_ref, ref_state = ref_step(q[:, t].double(), ke, v[:, t].double(), la, ref_state)
+        assert rel_err(o, o_ref) <= 1e-5
+    assert rel_err(state, ref_state) <= 1e-5
+
+
+def test_kernel_path_is_used_under_interpreter():
+    assert os.environ.get("TRITON_INTERPRET") == "1" or CUDA
+    rodimus_kernels.ddts(*make_inputs(1, 3, 1, 16, 16)[:5])
+    assert "rodimus_kernels.ddts_triton" in sys.modules
+
+
+def test_bad_arguments_are_named():
+    q, k, v, g, tau, h0 = make_inputs(1, 4, 1, 16, 8)
+    with pytest.raises(ValueError, match="tau_logits"):
+        rodimus_kernels.ddts(q, k, v, g, tau[..., :8])
+    with pytest.raises(ValueError, match="initial_state"):
+        rodimus_kernels.ddts(q, k, v, g, tau, initial_state=h0[..., :4])
+    with pytest.raises(ValueError, match="B must be 1"):
+        rodimus_kernels.ddts(*(torch.cat([x, x]) for x in (q, k, v, g, tau)),
+                             cu_seqlens=torch.tensor([0, 2, 4]))
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        rodimus_kernels.ddts(q, k, v, g, tau, cu_seqlens=torch.tensor([0, 3]))
+
+
+FALLBACK_SCRIPT = textwrap.dedent("""
+    import sys, torch
+    sys.path[:0] = {paths!r}
+    from test_ddts_kernel import compare, make_inputs
+    import rodimus_kernels
+    compare(make_inputs(1, 40, 2, 16, 8, seed=1))
+    cu = torch.tensor([0, 0, 1, 23, 40], dtype=torch.int32)
+    q, k, v, g, tau, _ = make_inputs(1, 40, 2, 16, 8, seed=2)
+    compare([q, k, v, g, tau, torch.randn(4, 2, 16, 8)], cu_seqlens=cu)
+    assert "rodimus_kernels.ddts_triton" not in sys.modules, "the Triton kernels ran without TRITON_INTERPRET"
+    print("fallback ok")
+""")
+
+
+def test_cpu_without_interpreter_falls_back_to_pytorch():
+    env = {key: val for key, val in os.environ.items() if key != "TRITON_INTERPRET"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    script = FALLBACK_SCRIPT.format(paths=[os.path.dirname(__file__)])
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "fallback ok" in result.stdout, result.stderr[-3000:]
+
+
+# ----------------------------------------------------------------------------- GPU, full size
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype, tol", [(torch.bfloat16, 5e-3), (torch.float32, 1e-4)])
+@pytest.mark.parametrize("T, n, m", [(1000, 64, 2048), (1000, 128, 4096), (65, 16, 4096), (1, 32, 64), (63, 128, 256)])
+def test_gpu_full_shapes(dtype, tol, T, n, m):
+    compare(make_inputs(2, T, 1, n, m, device="cuda", seed=T + n), dtype=dtype, tol=tol)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype, tol", [(torch.bfloat16, 5e-3), (torch.float32, 1e-4)])
+def test_gpu_heads_and_packed_sequences(dtype, tol):
+    lengths = [0, 1, 700, 64, 129]
+    cu = torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
+    q, k, v, g, tau, _ = make_inputs(1, sum(lengths), 4, 64, 512, device="cuda", seed=4)
+    h0 = torch.randn(len(lengths), 4, 64, 512, device="cuda")
+    compare([q, k, v, g, tau, h0], dtype=dtype, cu_seqlens=cu, tol=tol)
+    compare(make_inputs(3, 300, 4, 64, 256, device="cuda", seed=9), dtype=dtype, tol=tol)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype, tol", [(torch.bfloat16, 5e-3), (torch.float32, 1e-4)])
+def test_gpu_long_sequence_saturated_gates(dtype, tol):
+    """T = 65 536 with gates at both ends (log α from ≈ 0 to ≈ −30 per token): finite and matching."""
+    q, k, v, g, tau, h0 = make_inputs(1, 65536, 1, 64, 128, device="cuda", g_scale=30.0, tau_scale=30.0, seed=1)
+    compare([q, k, v, g, tau, h0], dtype=dtype, tol=tol)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_step_matches_reference():
+    B, H, n, m = 64, 1, 64, 4096
+    q, k, v, g, tau, s0 = make_inputs(B, 3, H, n, m, device="cuda", seed=2)
+    state, ref_state = s0.clone(), s0.double()
+    for t in range(3):
+        o, _ = rodimus_kernels.ddts_step(q[:, t], k[:, t], v[:, t], g[:, t], tau[:, t], state)
+        la, ah = ddts_gates(g[:, t].double(), tau[:, t].double())
+        ke = ah * F.normalize(k[:, t].double(), dim=-1, eps=1e-12)
+        o_ref, ref_state = ref_step(q[:, t].double(), ke, v[:, t].double(), la, ref_state)
+        assert rel_err(o, o_ref) <= 1e-5
+    assert rel_err(state, ref_state) <= 1e-5
+
+
+def test_model_backend_triton_matches_reference():
+    """RodimusMixer's wired call sites (forward: ddts, decoding: ddts_step) against backend='reference'."""
+    from rodimus_lab import ModelConfig, RodimusLM
+
+    def model(backend):
+        torch.manual_seed(0)
+        config = ModelConfig(vocab_size=61, d_model=64, n_layers=2, block="rodimus", mem_size=16, backend=backend)
+        return RodimusLM(config)
+
+    fused, ref = model("triton"), model("reference")
+    ids = torch.randint(0, 61, (2, 70), generator=torch.Generator().manual_seed(1))
+    logits = fused(ids).logits
+    logits_ref = ref(ids).logits
+    assert rel_err(logits, logits_ref) <= 1e-4
+    logits.square().mean().backward()
+    logits_ref.square().mean().backward()
+    for (name, p), p_ref in zip(fused.named_parameters(), ref.parameters()):
+        assert rel_err(p.grad, p_ref.grad) <= 1e-4, name
+    with torch.no_grad():
+        state, state_ref = fused.init_state(2), ref.init_state(2)
+        for t in range(3):
+            step, _ = fused.step(ids[:, t], state)
+            step_ref, _ = ref.step(ids[:, t], state_ref)
+            assert rel_err(step, step_ref) <= 1e-5
