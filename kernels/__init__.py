@@ -6,5 +6,7 @@ that ``backend="auto"`` can look for them.
 """
 
 from .ddts import ddts, ddts_step
+from .sw_ska import sw_ska, sw_ska_decode
 
 __all__: list[str] = ["ddts", "ddts_step"]
+__all__ += ["sw_ska", "sw_ska_decode"]

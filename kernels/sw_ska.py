@@ -1,0 +1,256 @@
+"""Sliding-window shared-key attention (SW-SKA): fused Triton forward and backward, and one-token decode.
+
+Reference twin: ``rodimus_lab.attention.attention(q, k, v, window=window)`` with one key head.
+K keeps its single head in memory and in the kernels; it is never repeated to H heads.
+
+Where the work runs:
+    CUDA tensors                          the Triton kernels (``sw_ska_triton.py``)
+    CPU tensors, TRITON_INTERPRET=1       the same Triton kernels, through Triton's interpreter (CI)
+    CPU tensors otherwise                 plain PyTorch below (float32 statistics)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["sw_ska", "sw_ska_decode"]
+
+LOG2E = math.log2(math.e)
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """Launch shape of one kernel: rows × columns of its tiles, warps, pipeline stages."""
+    rows: int
+    cols: int
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+# Benchmarks may put Tiles here (keys "fwd", "dq", "dkdv") and an int under "dkdv_groups" to try
+# other launch shapes; empty means the defaults of _tiles().
+TUNING: dict = {}
+
+
+def _on_triton(x: torch.Tensor) -> bool:
+    return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _tiles(kernel: str, head_dim: int, dtype: torch.dtype, device: torch.device) -> Tiles:
+    """Tile shapes: small under the interpreter (fewer numpy ops), Hopper-sized on GPU.
+
+    fwd and dq tile (queries, keys); dkdv tiles (keys, queries). cols must divide rows.
+    """
+    if kernel in TUNING:
+        return TUNING[kernel]
+    if device.type != "cuda":
+        return Tiles(32, 16)
+    wide = dtype == torch.float32 or head_dim > 64  # less shared memory per row
+    if kernel == "fwd":
+        return Tiles(128, 64, 8, 3) if dtype != torch.float32 else Tiles(64, 32, 4, 2)
+    if kernel == "dq":
+        return Tiles(64, 64, 4, 2) if wide else Tiles(128, 64, 8, 2)
+    return Tiles(64, 64, 4, 2) if wide else Tiles(128, 64, 8, 2)
+
+
+def _dkdv_groups(batch: int, key_blocks: int, heads: int, device: torch.device) -> int:
+    """Head groups of the dK/dV kernel: 1 (dK summed entirely in registers) unless the grid would leave
+    most of the GPU idle; then a few groups, each writing a float32 partial dK [B, T, D]."""
+    if "dkdv_groups" in TUNING:
+        return min(TUNING["dkdv_groups"], heads)
+    if device.type != "cuda":
+        return 1
+    programs_wanted = 2 * torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(heads, programs_wanted // max(batch * key_blocks, 1)))
+
+
+def _check(q, k, v, window):
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            raise ValueError(f"{name} must be a 4-D tensor [B, T, H, d], got {getattr(x, 'shape', type(x))}")
+    B, T, H, d = q.shape
+    if tuple(k.shape) != (B, T, 1, d):
+        raise ValueError(f"k must be [B, T, 1, d] = {(B, T, 1, d)} (one shared key head), got {tuple(k.shape)}")
+    if tuple(v.shape) != (B, T, H, d):
+        raise ValueError(f"v must be [B, T, H, d] = {(B, T, H, d)} (one value head per query head), "
+                         f"got {tuple(v.shape)}")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+        raise ValueError(f"window must be an int ≥ 1 (keys a query sees, itself included) or None, got {window!r}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+
+
+def _check_triton(q):
+    if q.dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"sw_ska kernels take float16, bfloat16 or float32, got {q.dtype}; "
+                         "use rodimus_lab.attention.attention for other dtypes")
+    if q.shape[-1] not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"sw_ska kernels take head dims {SUPPORTED_HEAD_DIMS}, got {q.shape[-1]}; "
+                         "use rodimus_lab.attention.attention for other head dims")
+
+
+def sw_ska(q, k, v, *, window, scale=None):
+    """Causal sliding-window attention with ONE shared key head.
+
+    q [B, T, H, d], k [B, T, 1, d], v [B, T, H, d] → o [B, T, H, d]. Query t sees keys
+    t − window + 1 … t (``window`` keys, itself included; None or window ≥ T: full causal).
+    ``scale`` defaults to d^-1/2. Differentiable in q, k, v.
+    """
+    _check(q, k, v, window)
+    T = q.shape[1]
+    window = T if window is None else min(window, T)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    if T == 0:
+        return torch.empty_like(v)
+    if _on_triton(q):
+        _check_triton(q)
+        return _SwSka.apply(q, k, v, window, scale)
+    return _sw_ska_torch(q, k, v, window, scale)
+
+
+def sw_ska_decode(q, k_cache, v_cache, *, length=None, scale=None):
+    """One new query per head over a cache of shared keys and per-head values.
+
+    q [B, 1, H, d]; k_cache [B, S, 1, d]; v_cache [B, S, H, d]; the first ``length`` slots are
+    valid (default S; slot order does not matter). Returns o [B, 1, H, d] in v_cache's dtype, the
+    same as ``attention(q, k_cache[:, :length], v_cache[:, :length], causal=False)``.
+    """
+    B, one, H, d = q.shape
+    S = k_cache.shape[1]
+    if one != 1:
+        raise ValueError(f"q must be [B, 1, H, d] (one new token), got {tuple(q.shape)}")
+    if tuple(k_cache.shape) != (B, S, 1, d) or tuple(v_cache.shape) != (B, S, H, d):
+        raise ValueError(f"caches must be k [B, S, 1, d] and v [B, S, H, d] with B={B}, H={H}, d={d}; "
+                         f"got k {tuple(k_cache.shape)}, v {tuple(v_cache.shape)}")
+    length = S if length is None else int(length)
+    if not 1 <= length <= S:
+        raise ValueError(f"length must be in 1..{S} (valid cache slots), got {length}")
+    scale = d ** -0.5 if scale is None else float(scale)
+    if not _on_triton(q):
+        return _decode_torch(q, k_cache[:, :length], v_cache[:, :length], scale)
+    _check_triton(v_cache)
+    return _decode_triton(q, k_cache, v_cache, length, scale)
+
+
+# ------------------------------------------------------------------------------ plain PyTorch
+
+def _visible_mask(q_len: int, k_len: int, window: int, device) -> torch.Tensor:
+    q_pos = torch.arange(k_len - q_len, k_len, device=device)[:, None]
+    k_pos = torch.arange(k_len, device=device)[None, :]
+    return (k_pos <= q_pos) & (k_pos > q_pos - window)
+
+
+def _sw_ska_torch(q, k, v, window, scale):
+    stat = torch.float64 if q.dtype == torch.float64 else torch.float32
+    scores = torch.einsum("bihd,bjd->bhij", q.to(stat), k[:, :, 0].to(stat)) * scale
+    T = q.shape[1]
+    weights = scores.masked_fill(~_visible_mask(T, T, window, q.device), float("-inf")).softmax(-1)
+    return torch.einsum("bhij,bjhd->bihd", weights, v.to(stat)).to(v.dtype)
+
+
+def _decode_torch(q, k, v, scale):
+    stat = torch.float64 if v.dtype == torch.float64 else torch.float32
+    weights = (torch.einsum("bihd,bjd->bhij", q.to(stat), k[:, :, 0].to(stat)) * scale).softmax(-1)
+    return torch.einsum("bhij,bjhd->bihd", weights, v.to(stat)).to(v.dtype)
+
+
+# ------------------------------------------------------------------------------------ Triton
+
+def _kernels():
+    # Imported on first use so that TRITON_INTERPRET, read when triton.jit runs, can be set first.
+    from . import sw_ska_triton
+
+    return sw_ska_triton
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _precision(dtype):
+    return "ieee" if dtype == torch.float32 else "tf32"  # tf32 is ignored for 16-bit inputs
+
+
+def _launch(kernel, grid, tiles: Tiles, *args, **constexprs):
+    kernel[grid](*args, **constexprs, num_warps=tiles.num_warps, num_stages=tiles.num_stages)
+
+
+def _forward(q, k, v, window, scale):
+    B, T, H, d = q.shape
+    tiles = _tiles("fwd", d, q.dtype, q.device)
+    o = torch.empty_like(q)
+    lse = torch.empty(B, H, T, device=q.device, dtype=torch.float32)
+    grid = (H, _cdiv(T, tiles.rows), B)
+    _launch(_kernels()._fwd, grid, tiles, q, k, v, o, lse, T, H, window, scale * LOG2E,
+            HEAD_DIM=d, BLOCK_M=tiles.rows, BLOCK_N=tiles.cols, PRECISION=_precision(q.dtype))
+    return o, lse
+
+
+def _backward(do, q, k, v, o, lse, window, scale):
+    B, T, H, d = q.shape
+    kern = _kernels()
+    delta = torch.empty_like(lse)
+    _launch(kern._bwd_delta, (H, _cdiv(T, 64), B), Tiles(64, 64), o, do, delta, T, H,
+            HEAD_DIM=d, BLOCK_M=64)
+
+    dq = torch.empty_like(q)
+    tiles = _tiles("dq", d, q.dtype, q.device)
+    _launch(kern._bwd_dq, (H, _cdiv(T, tiles.rows), B), tiles, q, k, v, do, lse, delta, dq,
+            T, H, window, scale * LOG2E, scale,
+            HEAD_DIM=d, BLOCK_M=tiles.rows, BLOCK_N=tiles.cols, PRECISION=_precision(q.dtype))
+
+    tiles = _tiles("dkdv", d, q.dtype, q.device)
+    key_blocks = _cdiv(T, tiles.rows)
+    groups = _dkdv_groups(B, key_blocks, H, q.device)
+    heads_per_group = _cdiv(H, groups)
+    groups = _cdiv(H, heads_per_group)
+    dv = torch.empty_like(v)
+    dk = torch.empty(groups, B, T, 1, d, device=q.device, dtype=k.dtype if groups == 1 else torch.float32)
+    _launch(kern._bwd_dkdv, (key_blocks, B, groups), tiles, q, k, v, do, lse, delta, dk, dv,
+            T, H, window, heads_per_group, scale * LOG2E, scale,
+            HEAD_DIM=d, BLOCK_N=tiles.rows, BLOCK_M=tiles.cols, PRECISION=_precision(q.dtype))
+    dk = dk[0] if groups == 1 else dk.sum(0).to(k.dtype)
+    return dq, dk, dv
+
+
+class _SwSka(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, window, scale):
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        o, lse = _forward(q, k, v, window, scale)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.window, ctx.scale = window, scale
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse = ctx.saved_tensors
+        dq, dk, dv = _backward(do.contiguous(), q, k, v, o, lse, ctx.window, ctx.scale)
+        return dq, dk, dv, None, None
+
+
+def _decode_triton(q, k_cache, v_cache, length, scale):
+    B, _, H, d = q.shape
+    q, k_cache, v_cache = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k_cache, v_cache))
+    block = 32 if q.device.type == "cuda" else 16
+    # Split the cache so that B·H·splits programs fill the GPU; each split ≥ one block.
+    splits = max(1, min(_cdiv(length, block), _cdiv(256, B * H)))
+    split_len = _cdiv(_cdiv(length, splits), block) * block
+    splits = _cdiv(length, split_len)
+    m = torch.empty(B, H, splits, device=q.device, dtype=torch.float32)
+    l = torch.empty_like(m)
+    acc = torch.empty(B, H, splits, d, device=q.device, dtype=torch.float32)
+    _kernels()._decode[(H, B, splits)](
+        q, k_cache, v_cache, m, l, acc, length, split_len, H, scale * LOG2E,
+        q.stride(0), q.stride(2), k_cache.stride(0), k_cache.stride(1),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        HEAD_DIM=d, BLOCK_N=block, num_warps=4)
+    weight = torch.exp2(m - m.amax(-1, keepdim=True))
+    o = (weight[..., None] * acc).sum(2) / (weight * l).sum(2)[..., None]
+    return o[:, None].to(v_cache.dtype)
