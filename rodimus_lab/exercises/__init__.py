@@ -22,8 +22,8 @@ __all__ = ["check", "ExerciseFailed", "exercises", "get_exercise"]
 
 _ALL = {ex.id: ex for module in (ddts_exercises, block_exercises, attention_exercises, mqar_exercise)
         for ex in module.EXERCISES}
-_ORDER = ("ddts_gates", "ddts_step", "ddts_recurrent", "ddts_parallel_mask", "ddts_chunkwise", "short_conv_step",
-          "ska_attention", "sliding_window_mask", "rope", "two_hop_residual", "state_bytes", "mqar_accuracy")
+_ORDER = ("ddts_gates", "ddts_step", "ddts_recurrent", "ddts_parallel_mask", "ddts_chunkwise", "ska_attention",
+          "sliding_window_mask", "rope", "short_conv_step", "two_hop_residual", "state_bytes", "mqar_accuracy")
 _REGISTRY: dict[str, Exercise] = {exercise_id: _ALL[exercise_id] for exercise_id in _ORDER}
 
 
@@ -55,3 +55,23 @@ def check(exercise_id: str, student_fn: Callable, *, seed: int | None = None) ->
     count = run_check(exercise, student_fn, seed)
     print(f"✓ {exercise_id}: your function matches the reference on {count} random cases.")
     return True
+
+
+def _show_failures_without_traceback() -> None:
+    """In IPython/Jupyter, print an ExerciseFailed as its message alone: the checker's frames would
+    only bury the feedback. Leaves any custom exception handler the user already set alone."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or shell.custom_exceptions:
+        return
+
+    def show(shell, etype, value, tb, tb_offset=None):
+        shell.showtraceback((etype, value, tb), exception_only=True)
+
+    shell.set_custom_exc((ExerciseFailed,), show)
+
+
+_show_failures_without_traceback()
