@@ -271,3 +271,46 @@ def test_probe_on_an_ablation_without_g_and_tau():
     result = viz.probe(model, torch.arange(6))
     assert result.gates[0]["g"] is None and result.attention == {}
     assert len(heatmaps(viz.gate_heatmaps(result.gates[0]))) == 2
+
+
+# ------------------------------------------------------------------------ benchmarks
+
+BENCH_MD = """# Benchmarks
+Some text.
+
+| kernel | T | time (ms) | speed-up |
+|---|---:|---:|---:|
+| ddts | 1024 | 1.50 | 3.2× |
+| ddts | 4096 | 5.00 | 4.1× |
+| reference | 1024 | 4.80 | 1.0× |
+
+| not | a number |
+|-----|----------|
+| x | n/a |
+"""
+
+
+def test_markdown_tables_parse_numbers_and_units():
+    tables = viz.markdown_tables(BENCH_MD)
+    assert len(tables) == 2
+    assert tables[0][0] == {"kernel": "ddts", "T": 1024.0, "time (ms)": 1.5, "speed-up": 3.2}
+    assert tables[1] == [{"not": "x", "a number": "n/a"}]
+    assert viz.markdown_tables("no tables here") == []
+
+
+def test_benchmark_figure_groups_bars():
+    rows = viz.markdown_tables(BENCH_MD)[0]
+    fig = viz.benchmark_figure(rows, x="T", y="time (ms)", color="kernel")
+    assert [(t.name, list(t.y)) for t in fig.data] == [("ddts", [1.5, 5.0]), ("reference", [4.8])]
+    with pytest.raises(ValueError, match="not in the table"):
+        viz.benchmark_figure(rows, x="T", y="throughput")
+    with pytest.raises(ValueError, match="no numbers"):
+        viz.benchmark_figure(viz.markdown_tables(BENCH_MD)[1], x="not", y="a number")
+
+
+def test_attention_matrix_outlines_chunks():
+    fig = viz.attention_matrix(torch.rand(10, 10).tril(), chunk_size=4)
+    assert len(fig.layout.shapes) == 3                                  # chunks [0,4) [4,8) [8,10)
+    assert fig.layout.shapes[-1].x1 == 9.5
+    with pytest.raises(ValueError, match="chunk_size"):
+        viz.attention_matrix(torch.rand(4, 4), chunk_size=0)

@@ -34,12 +34,14 @@ def _window_band(fig, T: int, window: int, row=None, col=None):
 
 
 def attention_matrix(attn, tokens=None, *, title: str = "Implicit attention matrix", signed: bool | None = None,
-                     window: int | None = None) -> go.Figure:
+                     window: int | None = None, chunk_size: int | None = None) -> go.Figure:
     """One [T, T] matrix: row i = how much query i reads from each key j.
 
     attn: [T, T] (or [1, T, T] / [1, 1, T, T], e.g. ``ddts_parallel``'s output for one head).
     DDTS's implicit attention can be negative (q·k has either sign): ``signed`` (default: when
-    there are negative entries) draws it on a diverging scale centred at 0.
+    there are negative entries) draws it on a diverging scale centred at 0. ``window`` draws the
+    window band; ``chunk_size`` outlines the diagonal blocks the chunkwise form computes as attention
+    (everything left of them reaches the query through the carried state).
     """
     a = as_array(attn, "attn", (2, 3, 4), "[T, T]")
     while a.ndim > 2:
@@ -54,6 +56,13 @@ def attention_matrix(attn, tokens=None, *, title: str = "Implicit attention matr
     fig = go.Figure(_heatmap(a))
     if window is not None:
         _window_band(fig, T, window)
+    if chunk_size is not None:
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be an int ≥ 1, got {chunk_size!r}")
+        for start in range(0, T, chunk_size):
+            end = min(start + chunk_size, T)
+            fig.add_shape(type="rect", x0=start - 0.5, x1=end - 0.5, y0=start - 0.5, y1=end - 0.5,
+                          line=dict(color="#ff7f0e", width=2))
     bound = float(np.abs(a).max()) or 1.0
     fig.update_layout(
         template=TEMPLATE, title=title, height=560, width=620,

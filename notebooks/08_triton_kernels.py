@@ -1,0 +1,155 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 08 — The chunkwise algorithm and the Triton kernels
+#
+# **What you will learn**
+# - the chunkwise form of DDTS tile by tile: attention *inside* a chunk, a carried state *between* chunks —
+#   the plan the Triton kernel `rodimus_kernels.ddts` follows;
+# - how the kernels are checked against the PyTorch reference: on a GPU if there is one, otherwise through
+#   Triton's CPU interpreter (`TRITON_INTERPRET=1`) on small shapes;
+# - where the measured speed-ups live (`docs/benchmarks.md`) and how to plot them.
+
+# %%
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")   # must be set before rodimus_kernels is imported
+
+import torch.nn.functional as F
+
+from rodimus_lab import seed_everything, viz
+from rodimus_lab.attention import attention
+from rodimus_lab.ddts import ddts_chunkwise, ddts_gates, ddts_parallel, ddts_recurrent
+
+viz.use_notebook_renderer()
+FAST = os.environ.get("RODIMUS_FAST") == "1"
+seed_everything(0)
+T, n, m, C = 24, 8, 6, 8          # tokens, key dim, value dim, chunk size
+q, k = torch.randn(1, T, 1, n, dtype=torch.float64), torch.randn(1, T, 1, n, dtype=torch.float64)
+v = torch.randn(1, T, 1, m, dtype=torch.float64)
+log_alpha, alpha_hat = ddts_gates(torch.randn(1, T, 1, n, dtype=torch.float64), torch.randn(1, T, 1, n, dtype=torch.float64))
+k_eff = alpha_hat * F.normalize(k, dim=-1)
+
+# %% [markdown]
+# ## 1. The implicit attention matrix, cut into chunks
+# The chunkwise form computes the orange **diagonal blocks** as small attention matrices (parallel,
+# tensor-core friendly). Everything **left of a block** reaches the chunk through one n × m state carried
+# from the previous chunk — never materialised as a T × T matrix.
+
+# %%
+o_par, attn = ddts_parallel(q, k_eff, v, log_alpha)
+viz.attention_matrix(attn[0, 0], chunk_size=C, title=f"1 · implicit attention, chunks of {C} tokens")
+
+# %% [markdown]
+# ## 2. Tile by tile
+# **Inside chunk c**: run the parallel form on the chunk alone (the state starts at zero) — that is the
+# diagonal block. **Between chunks**: the state at the chunk's start, `S_start`, adds
+# `scale · (q_i ⊙ e^{b_i}) S_start` to each output, `b` the chunk-local cumulative log-decay. Run the
+# recurrence chunk by chunk and compare with the full output.
+
+# %%
+state = torch.zeros(1, 1, n, m, dtype=torch.float64)
+pieces = []
+for start in range(0, T, C):
+    sl = slice(start, start + C)
+    # diagonal block alone (zero initial state) equals the block of the full implicit matrix
+    _, block = ddts_parallel(q[:, sl], k_eff[:, sl], v[:, sl], log_alpha[:, sl])
+    assert torch.allclose(block[0, 0], attn[0, 0, sl, sl])
+    # the chunk's output with the carried state, and the state handed to the next chunk
+    o_c, state = ddts_chunkwise(q[:, sl], k_eff[:, sl], v[:, sl], log_alpha[:, sl], chunk_size=C,
+                                initial_state=state, output_final_state=True)
+    pieces.append(o_c)
+o_tiles = torch.cat(pieces, dim=1)
+float((o_tiles - o_par).abs().max())
+
+# %%
+# check: chunk-by-chunk with a carried state = parallel = recurrent, and the final states agree
+o_rec, S_rec = ddts_recurrent(q, k_eff, v, log_alpha, output_final_state=True)
+assert torch.allclose(o_tiles, o_par) and torch.allclose(o_tiles, o_rec)
+assert torch.allclose(state, S_rec)
+print("diagonal blocks + carried state reproduce the whole sequence ✓")
+
+# %%
+viz.state_norms({"‖S_t‖ (recurrent)": torch.stack([ddts_recurrent(q[:, :t], k_eff[:, :t], v[:, :t], log_alpha[:, :t],
+                                                                  output_final_state=True)[1][0, 0] for t in range(1, T + 1)])},
+                title="2 · the state the chunks hand over (sampled at every token)")
+
+# %% [markdown]
+# ## 3. Kernel vs reference
+# `rodimus_kernels.ddts(q, k, v, g_logits, tau_logits)` fuses the gates, the key normalisation and the
+# chunkwise algorithm. On a GPU it runs the compiled kernels; on a CPU with `TRITON_INTERPRET=1` (set in the
+# first cell) the *same* Triton code runs in Triton's interpreter — slow, so only small shapes here.
+
+# %%
+try:
+    import rodimus_kernels
+except ImportError as error:          # the kernels package is optional (pip install -e ".[kernels]")
+    rodimus_kernels, missing = None, error
+device = "cuda" if torch.cuda.is_available() else "cpu"
+mode = "GPU" if device == "cuda" else ("TRITON_INTERPRET=1 (CPU)" if os.environ.get("TRITON_INTERPRET") == "1" else "reference fallback")
+results = {}
+if rodimus_kernels is not None:
+    B, Tk, H, nk, mk = (1, 40, 2, 16, 32) if FAST else (2, 130, 2, 16, 64)
+    gen = torch.Generator().manual_seed(1)
+    qk, kk = (torch.randn(B, Tk, H, nk, generator=gen) for _ in range(2))
+    vk = torch.randn(B, Tk, H, mk, generator=gen)
+    g_logits, tau_logits = (torch.randn(B, Tk, H, nk, generator=gen) for _ in range(2))
+    o_kernel, S_kernel = rodimus_kernels.ddts(*(t.to(device) for t in (qk, kk, vk, g_logits, tau_logits)),
+                                              output_final_state=True)
+    la, ah = ddts_gates(g_logits, tau_logits)
+    o_ref, S_ref = ddts_chunkwise(qk, ah * F.normalize(kk, dim=-1), vk, la, output_final_state=True)
+    results["ddts output"] = float((o_kernel.cpu() - o_ref).abs().max())
+    results["ddts final state"] = float((S_kernel.cpu() - S_ref).abs().max())
+    sw_ska = getattr(rodimus_kernels, "sw_ska", None)
+    if sw_ska is not None:
+        qa, va = torch.randn(B, Tk, 4, 32, generator=gen), torch.randn(B, Tk, 4, 32, generator=gen)
+        ka = torch.randn(B, Tk, 1, 32, generator=gen)
+        o_sw = sw_ska(qa.to(device), ka.to(device), va.to(device), window=9)
+        results["sw_ska output"] = float((o_sw.cpu() - attention(qa, ka, va, window=9)).abs().max())
+print(f"mode: {mode}")
+results if rodimus_kernels is not None else f"rodimus_kernels is not installed here: {missing}"
+
+# %%
+# check: every kernel agrees with its reference twin (float32 tolerances)
+assert all(err < 1e-4 for err in results.values()), results
+print("kernels = reference ✓" if results else "no kernels to check in this install")
+
+# %% [markdown]
+# ## 4. The benchmark table
+# `docs/benchmarks.md` holds the numbers measured on a GPU by the scripts in `benchmarks/`. Every Markdown
+# table in it is parsed by `viz.markdown_tables`; pick the columns to plot.
+
+# %%
+bench_path = os.path.join("..", "docs", "benchmarks.md")
+tables = viz.markdown_tables(open(bench_path).read()) if os.path.exists(bench_path) else []
+[list(t[0]) for t in tables]     # the columns of each table
+
+# %%
+numeric = [t for t in tables if any(isinstance(value, float) for value in t[0].values())]
+if numeric:
+    table = numeric[0]
+    columns = list(table[0])
+    y = next(c for c in columns if isinstance(table[0][c], float))
+    fig = viz.benchmark_figure(table, x=columns[0], y=y, title=f"4 · docs/benchmarks.md: {y}")
+else:
+    fig = None
+    print("docs/benchmarks.md has no measured table yet: run the scripts in benchmarks/ on a GPU.")
+fig
+
+# %% [markdown]
+# **Summary.** The chunkwise form = small attention blocks + a carried state; the kernels do exactly that
+# (with the gates fused in) and are checked against the reference on every CI run through the interpreter.
