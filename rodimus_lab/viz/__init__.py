@@ -9,6 +9,7 @@ from .architecture import block_diagram
 from .benchmarks import benchmark_figure, markdown_tables
 from .attention_maps import attention_matrix, head_maps, layout_maps
 from .cache import memory_vs_context
+from .decode import decode_cost
 from .gates import gate_heatmaps, selection_curves, write_keep_profile
 from .probe import ProbeResult, ddts_states, probe
 from .state import effective_rank, singular_values, state_norms, state_spectrum
