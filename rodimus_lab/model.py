@@ -279,7 +279,10 @@ class Attention(nn.Module):
             state["k"][:, slot] = k[:, 0]
             state["v"][:, slot] = v[:, 0]
             seen = min(position + 1, c.window)
-        o = attn_ref.attention(q, state["k"][:, :seen], state["v"][:, :seen], causal=False)
+        if c.layout == "ska" and _use_triton(c.backend, x):
+            o = _kernel("sw_ska_decode")(q, state["k"], state["v"], length=seen)
+        else:
+            o = attn_ref.attention(q, state["k"][:, :seen], state["v"][:, :seen], causal=False)
         return self.out_proj(o.reshape(x.shape[0], -1))
 
 
