@@ -78,3 +78,23 @@ def test_bad_arguments():
         bench_configs(models=("mamba",))
     with pytest.raises(ValueError, match="contexts"):
         run([0], progress=False)
+
+
+def test_the_step_captured_in_a_cuda_graph_computes_the_model_step():
+    """What _graph_step captures (in-place state, no host-side check), run eagerly on CPU."""
+    from rodimus_lab import ModelConfig, RodimusLM
+    from rodimus_lab.bench.decode import _clone, _in_place_step, _unchecked_ddts_step, synthetic_state
+
+    torch.manual_seed(0)
+    model = RodimusLM(ModelConfig(vocab_size=64, d_model=32, n_layers=2, mem_size=8))   # float32, as benched
+    state = synthetic_state(model, 10)
+    reference = _clone(state)
+    token = torch.tensor([5])
+    body = _in_place_step(model, state, token)
+    with torch.no_grad(), _unchecked_ddts_step():
+        for t in (5, 9, 17):
+            token.fill_(t)
+            torch.testing.assert_close(body(), model.step(torch.tensor([t]), reference)[0])
+    for layer, expected in zip(state.layers, reference.layers):
+        torch.testing.assert_close(layer["mixer"]["ddts"], expected["mixer"]["ddts"])
+        torch.testing.assert_close(layer["mixer"]["conv"], expected["mixer"]["conv"])

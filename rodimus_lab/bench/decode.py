@@ -138,20 +138,20 @@ def _unchecked_ddts_step():
     """The reference ddts_step checks log α on the host (a device sync, which stream capture forbids);
     capture the same arithmetic (ddts._step) without that check. Eager runs keep the check."""
     def step(q, k, v, log_alpha, state, *, scale=None):
-        o, state = ddts_ref._step(q, k, v, log_alpha, state.to(torch.float32), ddts_ref._scale(scale, q.shape[-1]))
+        o, state = ddts_ref._step(q, k, v, log_alpha, state.to(ddts_ref._compute_dtype(v)),
+                                  ddts_ref._scale(scale, q.shape[-1]))
         return o.to(v.dtype), state
 
     with mock.patch.object(ddts_ref, "ddts_step", step):
         yield
 
 
-def _graph_step(model: RodimusLM, state: DecodeState, token: torch.Tensor):
-    """A CUDA graph of one Rodimus step that updates ``state`` in place; returns step(token) -> logits."""
-    static_token = token.clone()
-
+def _in_place_step(model: RodimusLM, state: DecodeState, token: torch.Tensor):
+    """A Rodimus step from ``token`` (read when called) that writes the new state into ``state``'s own
+    tensors, as a CUDA graph needs (its replays reuse the captured addresses); returns () -> logits."""
     def body():
         work = [{part: dict(tensors) for part, tensors in layer.items()} for layer in state.layers]
-        x = _up(model.embeddings(static_token))
+        x = _up(model.embeddings(token))
         for layer, s in zip(model.layers, work):
             x = layer.step(x, s, 0)   # no attention: the position is unused
         for layer, new in zip(state.layers, work):
@@ -160,6 +160,13 @@ def _graph_step(model: RodimusLM, state: DecodeState, token: torch.Tensor):
                     tensor.copy_(new[part][name])
         return model.lm_head(model.norm_f(x))
 
+    return body
+
+
+def _graph_step(model: RodimusLM, state: DecodeState, token: torch.Tensor):
+    """A CUDA graph of one Rodimus step that updates ``state`` in place; returns step(token) -> logits."""
+    static_token = token.clone()
+    body = _in_place_step(model, state, static_token)
     with _unchecked_ddts_step():
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -211,8 +218,11 @@ def measure(name: str, config: ModelConfig, context_len: int, *, device="cpu", d
         latency_ms=1e3 * statistics.median(eager), latency_ms_graph=None, graph_max_abs_diff=None,
     )
     if cuda_graph and device.type == "cuda" and config.block == "rodimus":
-        with _autocast(device, dtype):
-            row.update(_graph_latency(model, state, tokens, warmup, sync))
+        try:
+            with _autocast(device, dtype):
+                row.update(_graph_latency(model, state, tokens, warmup, sync))
+        except RuntimeError as error:   # keep the eager numbers; say why the graph is missing
+            row["graph_error"] = str(error).splitlines()[0][:200]
     return row
 
 
@@ -269,7 +279,7 @@ def run(contexts=DEFAULT_CONTEXTS, *, models=tuple(DEPTHS), d_model: int = 768, 
 
 def _environment(device: torch.device) -> dict:
     env = dict(date_utc=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-               command=" ".join(sys.argv), python=platform.python_version(), torch=torch.__version__,
+               python=platform.python_version(), torch=torch.__version__,
                platform=platform.platform(), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
                device=device.type)
     if device.type == "cuda":
@@ -361,6 +371,8 @@ def main(argv=None) -> dict:
                   d_model=args.d_model, vocab_size=args.vocab_size, window=args.window, depths=depths,
                   device=args.device, dtype=dtype, batch_size=args.batch_size, steps=args.steps,
                   warmup=args.warmup, cuda_graphs=args.cuda_graphs)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    results["environment"]["command"] = " ".join(["rodimus-lab bench decode", *arguments])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
