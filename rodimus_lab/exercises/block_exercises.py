@@ -36,13 +36,14 @@ def _conv_cases(gen):
     return cases
 
 
-def _conv_with(*, flip=False, activation=F.silu, bias_inside=True, use_bias=True, keep="newest"):
+def _conv_with(*, flip=False, activation=F.silu, bias_inside=True, use_bias=True, keep="newest", this_token=True):
     """ShortConv.step with one possible mistake."""
     def step(x, buffer, weight, bias):
         window = torch.cat([buffer, x.unsqueeze(-1)], dim=-1)           # oldest … newest
-        y = (window * (weight.flip(-1) if flip else weight)).sum(-1)
+        taps = window if this_token else buffer
+        y = (taps * (weight.flip(-1) if flip else weight)[:, -taps.shape[-1]:]).sum(-1)
         y = activation(y + bias) if use_bias and bias_inside else activation(y) + (bias if use_bias else 0)
-        new_buffer = {"newest": window[..., 1:], "oldest": window[..., :-1], "unchanged": buffer}[keep]
+        new_buffer = window[..., 1:] if keep == "newest" else buffer
         return y, new_buffer
     return step
 
@@ -63,12 +64,13 @@ SHORT_CONV_STEP = Exercise(
         Bug("missing bias", "the conv has a bias per channel", _conv_with(use_bias=False)),
         Bug("bias after the activation", "the bias belongs to the conv: add it before the SiLU",
             _conv_with(bias_inside=False)),
-        Bug("buffer shifted the wrong way", "the new buffer keeps the K−1 NEWEST inputs (oldest first): "
-            "drop the oldest one", _conv_with(keep="oldest")),
-        Bug("buffer not updated", "the new buffer must include this token's input", _conv_with(keep="unchanged")),
+        Bug("buffer not updated", "the new buffer keeps the K−1 NEWEST inputs, this token's included "
+            "(oldest first): drop the oldest one", _conv_with(keep="unchanged")),
+        Bug("this token left out of the conv", "the kernel's window ends with THIS token's input (causal, "
+            "not strictly causal): the buffer holds only the K−1 before it", _conv_with(this_token=False)),
     ),
     hints=("the window is the buffer followed by x (oldest … newest)?",
-           "y = SiLU(Σ_taps window ⊙ weight + bias), tap K−1 on the newest input?",
+           "the kernel's last tap on the newest input; bias, then SiLU?",
            "the new buffer holds the K−1 most recent inputs, oldest first?"),
 )
 

@@ -90,8 +90,21 @@ def _run_cases(exercise: Exercise, student_fn: Callable, seed: int) -> int:
         got = _call_student(exercise, student_fn, case, where, seed)
         problems = _compare(exercise, expected, got)
         if problems:
-            raise ExerciseFailed(_failure_message(exercise, case, where, seed, got, problems))
+            # Every case the student's function runs on narrows down which known bug it is.
+            runs = [(case, got)] + _quiet_runs(student_fn, cases[number:])
+            raise ExerciseFailed(_failure_message(exercise, runs, where, seed, problems))
     return len(cases)
+
+
+def _quiet_runs(student_fn: Callable, cases: list[Case]) -> list[tuple[Case, Any]]:
+    """(case, output) for the cases the student's function runs on without raising."""
+    runs = []
+    for case in cases:
+        try:
+            runs.append((case, _call(student_fn, case)))
+        except Exception:
+            continue
+    return runs
 
 
 def _call(fn: Callable, case: Case):
@@ -248,7 +261,7 @@ def _compare_tensor(spec: str, name: str, expected: torch.Tensor, got, rtol: flo
                 "that overflows, a log or power of a non-positive number, or a division by zero")
     diff = got.double() - expected.double()
     diff = diff.masked_fill(got.isnan() & expected.isnan(), 0.0)   # a bug's NaN matches a student's NaN
-    err = diff.norm().item() / max(expected.double().norm().item(), 1e-12)
+    err = diff.norm().item() / max(expected.double().nan_to_num().norm().item(), 1e-12)
     if err <= rtol:
         return None
     at = tuple(int(i) for i in torch.unravel_index(diff.abs().argmax(), diff.shape))
@@ -265,25 +278,37 @@ def _where(spec: str, index) -> str:
 
 # ---------------------------------------------------------------------- diagnosis
 
-def _matching_bugs(exercise: Exercise, case: Case, got) -> list[Bug]:
-    """The known bugs whose output equals the student's on this case."""
-    found = []
+def _matching_bugs(exercise: Exercise, runs: list[tuple[Case, Any]]) -> list[Bug]:
+    """The known bugs whose output equals the student's on every case both can run (the first,
+    failing, case included); one per bug class."""
+    found: dict[str, Bug] = {}
     for bug in exercise.bugs:
+        if bug.name not in found and _bug_matches(exercise, bug, runs):
+            found[bug.name] = bug
+    return list(found.values())
+
+
+def _bug_matches(exercise: Exercise, bug: Bug, runs: list[tuple[Case, Any]]) -> bool:
+    for number, (case, got) in enumerate(runs):
         try:
             out = _call(bug.fn, case)
-        except Exception:   # a bug that cannot run on this case cannot be the student's
+        except Exception:   # a bug that cannot run on a case says nothing about it...
+            if number == 0:  # ...but must explain the failing one
+                return False
             continue
-        if not _compare(exercise, out, got, rtol=max(exercise.rtol, 1e-3)):
-            found.append(bug)
-    return found
+        if _compare(exercise, out, got, rtol=max(exercise.rtol, 1e-3)):
+            return False
+    return True
 
 
-def _failure_message(exercise: Exercise, case: Case, where: str, seed: int, got, problems: list[str]) -> str:
+def _failure_message(exercise: Exercise, runs: list[tuple[Case, Any]], where: str, seed: int,
+                     problems: list[str]) -> str:
+    case = runs[0][0]
     lines = [f"{exercise.id} ✗ — {where}"]
     lines += [f"  {p}" for p in problems]
     shape_problem = any(" shape " in p or "must return" in p or "returned None" in p for p in problems)
     dtype_problem = any(" dtype " in p for p in problems)
-    bugs = [] if shape_problem or dtype_problem else _matching_bugs(exercise, case, got)
+    bugs = [] if shape_problem or dtype_problem else _matching_bugs(exercise, runs)
     if bugs:
         for bug in bugs:
             lines.append(f"  Likely bug — {bug.name}: {bug.hint}")
