@@ -49,8 +49,8 @@ from ..model import DecodeState, RodimusLM, _up
 __all__ = ["analytic_state_bytes", "bench_configs", "synthetic_state", "measure", "run", "summary", "format_table", "main"]
 
 DEFAULT_CONTEXTS = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
-# Same width for all three; depth chosen so each has ~85–100M non-embedding parameters (a Rodimus
-# layer is one mixer, about half a Transformer++ layer).
+# Same width for all three; at d_model 768 the depths give 110–123M non-embedding parameters each
+# (a Rodimus layer is one mixer, about half a Transformer++ layer).
 DEPTHS = {"rodimus": 24, "rodimus_plus": 12, "transformer": 12}
 
 
