@@ -1,0 +1,364 @@
+"""A small, readable training loop: ``Trainer``, ``TrainConfig``, ``evaluate`` and callbacks.
+
+The trainer knows a model only through ``model(input_ids, labels=...)`` (an ``LMOutput`` with
+``.loss``) and ``model.config``. Data are *example sets*: anything with ``len(data)`` and
+``data[index_tensor] -> (inputs, labels)`` (``MQARSplit``, ``TokenBlocks``). Which examples
+make up step ``s`` is a pure function of (seed, s) — an epoch-wise permutation — so resuming
+needs no data-loader state and stopping-then-resuming repeats the uninterrupted run exactly.
+
+Ready for data parallelism: ``rank`` / ``world_size`` pick a rank's share of every batch, and
+only rank 0 (``is_main``) writes files or shows progress; wrapping ``trainer.model`` in
+DistributedDataParallel and averaging the logged loss is what is left to add.
+
+Callbacks receive ``(metrics, trainer)``: ``on_step`` after every optimizer step, ``on_eval``
+after every evaluation, ``on_end`` once with the final summary. Set ``trainer.should_stop`` to
+end training early.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from .data.mqar import IGNORE, MQARSplit, mqar_example_accuracy
+
+__all__ = ["TrainConfig", "Trainer", "Callback", "evaluate", "param_groups", "no_weight_decay", "resolve_device"]
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    batch_size: int = 32              # examples per optimizer step, all micro-batches together
+    grad_accum: int = 1               # micro-batches per optimizer step (divides batch_size)
+    lr: float = 1e-3                  # peak learning rate
+    min_lr_ratio: float = 0.1         # the cosine ends at lr · min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0            # max global grad norm; 0 turns clipping off
+    eval_every: int = 200             # steps between evaluations; 0: only at the end
+    eval_batch_size: int = 64
+    checkpoint_every: int = 0         # steps between checkpoints; 0: only at the end (needs out_dir)
+    keep_last: int = 3                # checkpoints kept on disk
+    stop_at_accuracy: float | None = None   # stop once eval_accuracy reaches this (MQAR)
+    seed: int = 0
+    device: str = "auto"              # "auto" (CUDA if present), "cpu", "cuda", "cuda:1", …
+    precision: str = "auto"           # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16"
+    out_dir: str | None = None        # where config.json, metrics.jsonl and checkpoints/ go; None: nowhere
+    progress: bool = True             # tqdm progress bar
+
+    def __post_init__(self):
+        def need(field, ok, expected):
+            if not ok:
+                raise ValueError(f"TrainConfig.{field} = {getattr(self, field)!r} is invalid: expected {expected}")
+
+        def is_int(x):
+            return isinstance(x, int) and not isinstance(x, bool)
+
+        for field in ("max_steps", "batch_size", "grad_accum", "eval_batch_size", "keep_last"):
+            need(field, is_int(getattr(self, field)) and getattr(self, field) >= 1, "an int ≥ 1")
+        for field in ("warmup_steps", "eval_every", "checkpoint_every", "seed"):
+            need(field, is_int(getattr(self, field)) and getattr(self, field) >= 0, "an int ≥ 0")
+        need("batch_size", self.batch_size % self.grad_accum == 0, f"a multiple of grad_accum = {self.grad_accum}")
+        need("lr", isinstance(self.lr, (int, float)) and self.lr > 0, "a number > 0")
+        for field in ("min_lr_ratio", "beta1", "beta2"):
+            value = getattr(self, field)
+            need(field, isinstance(value, (int, float)) and 0 <= value <= 1, "a number in [0, 1]")
+        for field in ("weight_decay", "grad_clip"):
+            need(field, isinstance(getattr(self, field), (int, float)) and getattr(self, field) >= 0, "a number ≥ 0")
+        need("stop_at_accuracy", self.stop_at_accuracy is None or 0 < self.stop_at_accuracy <= 1, "None or in (0, 1]")
+        need("precision", self.precision in ("auto", "fp32", "bf16"), "'auto', 'fp32' or 'bf16'")
+        need("device", isinstance(self.device, str) and (self.device in ("auto", "cpu") or self.device.startswith("cuda")),
+             "'auto', 'cpu' or 'cuda[:i]'")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**d)
+
+    def lr_at(self, step: int) -> float:
+        """Linear warmup to ``lr``, then a cosine down to ``lr · min_lr_ratio`` at ``max_steps``."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps))
+        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class Callback:
+    """Override any of these; each gets the metrics dict and the trainer."""
+
+    def on_step(self, metrics: dict, trainer: "Trainer") -> None: ...
+
+    def on_eval(self, metrics: dict, trainer: "Trainer") -> None: ...
+
+    def on_end(self, metrics: dict, trainer: "Trainer") -> None: ...
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device; use device='cpu'")
+    return torch.device(device)
+
+
+def no_weight_decay(name: str, param: torch.Tensor) -> bool:
+    """Biases, norm weights, the residual weight (notes §2) and embeddings are not decayed."""
+    return param.ndim < 2 or name.endswith("residual_weight") or name.startswith("embeddings.")
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay, keep = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (keep if no_weight_decay(name, p) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay, "name": "decay"},
+            {"params": keep, "weight_decay": 0.0, "name": "no_decay"}]
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _named_sets(data) -> dict:
+    """One example set, a list of MQARSplits (named by their (L, p)) or a dict name → set."""
+    if data is None:
+        return {}
+    if isinstance(data, dict):
+        return data
+    if isinstance(data, (list, tuple)):
+        return {d.name: d for d in data}
+    return {"": data}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data, *, batch_size: int = 64, device=None, precision: str = "auto") -> dict:
+    """Loss and perplexity (token-weighted) of every example set; MQAR accuracy where the set is MQAR.
+
+    Keys: ``eval_loss``, ``eval_ppl``, ``eval_accuracy`` over everything, and ``eval_loss/NAME``,
+    ``eval_accuracy/NAME`` per named set (per (L, p) slice for a list of MQAR splits).
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    sets = _named_sets(data)
+    out, loss_sum, tokens, accuracies = {}, 0.0, 0, []
+    for name, examples in sets.items():
+        set_loss, set_tokens, set_acc = 0.0, 0, []
+        for start in range(0, len(examples), batch_size):
+            x, y = examples[torch.arange(start, min(start + batch_size, len(examples)))]
+            x, y = x.to(device), y.to(device)
+            with _autocast(precision, device):
+                logits = model(x).logits.float()
+            set_loss += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum"))
+            set_tokens += int((y != IGNORE).sum())
+            if isinstance(examples, MQARSplit):
+                set_acc.append(mqar_example_accuracy(logits, y).cpu())
+        if name and len(sets) > 1:
+            out[f"eval_loss/{name}"] = set_loss / max(set_tokens, 1)
+            if set_acc:
+                out[f"eval_accuracy/{name}"] = float(torch.cat(set_acc).nanmean())
+        loss_sum, tokens, accuracies = loss_sum + set_loss, tokens + set_tokens, accuracies + set_acc
+    if tokens == 0:
+        raise ValueError("evaluate: the evaluation data hold no labelled tokens")
+    out["eval_loss"] = loss_sum / tokens
+    out["eval_ppl"] = math.exp(min(out["eval_loss"], 50.0))
+    if accuracies:
+        out["eval_accuracy"] = float(torch.cat(accuracies).nanmean())
+    model.train(was_training)
+    return out
+
+
+class Trainer:
+    """AdamW (no-decay groups) + warmup/cosine + clipping + accumulation + eval + checkpoints.
+
+        trainer = Trainer(model, train_split, test_split, TrainConfig(max_steps=500, out_dir="runs/x"))
+        history = trainer.fit()          # list of metric dicts (train steps and evals)
+        trainer.resume()                 # from the latest checkpoint in out_dir, then fit() again
+
+    ``meta`` is stored with every checkpoint and in ``config.json`` (the CLI puts the data recipe
+    there, so ``rodimus-lab eval`` can rebuild the test set).
+    """
+
+    def __init__(self, model: torch.nn.Module, train_data, eval_data=None, config: TrainConfig | None = None,
+                 callbacks=(), *, meta: dict | None = None, rank: int = 0, world_size: int = 1):
+        if len(train_data) == 0:
+            raise ValueError("train_data is empty")
+        self.config = config if config is not None else TrainConfig()
+        self.device = resolve_device(self.config.device)
+        self.model = model.to(self.device)
+        self.train_data, self.eval_data = train_data, eval_data
+        self.callbacks = list(callbacks)
+        self.meta = meta or {}
+        self.rank, self.world_size = rank, world_size
+        c = self.config
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, c.weight_decay), lr=c.lr,
+                                           betas=(c.beta1, c.beta2))
+        self.step = 0
+        self.history: list[dict] = []
+        self.should_stop = False
+        self._perm_epoch, self._perm = -1, None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def out_dir(self) -> Path | None:
+        return Path(self.config.out_dir) if self.config.out_dir else None
+
+    # ------------------------------------------------------------------ data order
+    def batch_indices(self, step: int) -> torch.Tensor:
+        """This rank's example indices for ``step``: consecutive slices of per-epoch permutations."""
+        n, bs = len(self.train_data), self.config.batch_size
+        positions = torch.arange(step * bs, (step + 1) * bs)
+        out = torch.empty(bs, dtype=torch.long)
+        for epoch in positions.div(n, rounding_mode="floor").unique().tolist():
+            mask = positions // n == epoch
+            out[mask] = self._permutation(epoch)[positions[mask] % n]
+        return out[self.rank::self.world_size]
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+            self._perm_epoch, self._perm = epoch, torch.randperm(len(self.train_data), generator=g)
+        return self._perm
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self) -> dict:
+        c = self.config
+        self.model.train()
+        lr = c.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_total = 0.0
+        for micro in self.batch_indices(self.step).chunk(c.grad_accum):
+            x, y = self.train_data[micro]
+            with _autocast(c.precision, self.device):
+                loss = self.model(x.to(self.device), labels=y.to(self.device)).loss
+            (loss / c.grad_accum).backward()
+            loss_total += loss.item() / c.grad_accum
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip if c.grad_clip > 0 else float("inf"))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return {"step": self.step, "loss": loss_total, "lr": lr, "grad_norm": float(grad_norm)}
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> list[dict]:
+        c = self.config
+        self._write_run_config()
+        start_time = time.perf_counter()
+        bar = tqdm(total=c.max_steps, initial=self.step, desc="train", disable=not (c.progress and self.is_main),
+                   dynamic_ncols=True)
+        last_eval = None
+        try:
+            while self.step < c.max_steps and not self.should_stop:
+                metrics = self.train_step()
+                metrics["time"] = time.perf_counter() - start_time
+                self._record(metrics, "train")
+                for cb in self.callbacks:
+                    cb.on_step(metrics, self)
+                postfix = {"loss": f"{metrics['loss']:.3f}"}
+                if c.eval_every and self.step % c.eval_every == 0 and self.eval_data is not None:
+                    last_eval = self.run_eval()
+                if last_eval and "eval_accuracy" in last_eval:
+                    postfix["acc"] = f"{last_eval['eval_accuracy']:.3f}"
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+                if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        if self.eval_data is not None and (last_eval is None or last_eval["step"] != self.step):
+            last_eval = self.run_eval()
+        if self.out_dir is not None and not (c.checkpoint_every and self.step % c.checkpoint_every == 0):
+            self.save_checkpoint()
+        summary = {"step": self.step, "time": time.perf_counter() - start_time, **(last_eval or {})}
+        summary.pop("kind", None)
+        for cb in self.callbacks:
+            cb.on_end(summary, self)
+        return self.history
+
+    def run_eval(self) -> dict:
+        c = self.config
+        metrics = {"step": self.step, **evaluate(self.model, self.eval_data, batch_size=c.eval_batch_size,
+                                                 device=self.device, precision=c.precision)}
+        self._record(metrics, "eval")
+        for cb in self.callbacks:
+            cb.on_eval(metrics, self)
+        if c.stop_at_accuracy is not None and metrics.get("eval_accuracy", 0.0) >= c.stop_at_accuracy:
+            self.should_stop = True
+        return metrics
+
+    # ------------------------------------------------------------------ files
+    def _record(self, metrics: dict, kind: str) -> None:
+        metrics["kind"] = kind
+        self.history.append(metrics)
+        if self.out_dir is not None and self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.out_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+
+    def run_config(self) -> dict:
+        """The resolved configuration of this run (written to ``out_dir/config.json``)."""
+        return {"model": self.model.config.to_dict(), "train": self.config.to_dict(), **self.meta}
+
+    def _write_run_config(self) -> None:
+        if self.out_dir is None or not self.is_main:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.out_dir / ".config.json.tmp"
+        tmp.write_text(json.dumps(self.run_config(), indent=2))
+        os.replace(tmp, self.out_dir / "config.json")
+
+    def save_checkpoint(self) -> Path | None:
+        if self.out_dir is None:
+            raise ValueError("save_checkpoint needs TrainConfig.out_dir")
+        if not self.is_main:
+            return None
+        return save_checkpoint(self.out_dir / "checkpoints", model=self.model, step=self.step,
+                               optimizer=self.optimizer, train_config=self.config.to_dict(), extra=self.meta,
+                               keep_last=self.config.keep_last)
+
+    def resume(self, path: str | os.PathLike | None = None) -> dict:
+        """Load weights, optimizer, step and RNG states from ``path`` (default: the latest checkpoint
+        in ``out_dir``); the metrics log is cut back to that step so it reads like one run."""
+        if path is None:
+            if self.out_dir is None:
+                raise ValueError("resume() without a path needs TrainConfig.out_dir")
+            path = self.out_dir
+        path = resolve_checkpoint(path)
+        meta = load_checkpoint(path, self.model, self.optimizer, restore_rng=True)
+        self.step = meta["step"]
+        self.should_stop = False
+        log = self.out_dir / "metrics.jsonl" if self.out_dir is not None else None
+        if log is not None and log.exists():
+            kept = [r for r in map(json.loads, log.read_text().splitlines()) if r["step"] <= self.step]
+            self.history = kept
+            if self.is_main:
+                tmp = log.with_name(".metrics.jsonl.tmp")
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+                os.replace(tmp, log)
+        return meta
