@@ -511,3 +511,14 @@ def test_checking_leaves_the_thread_count_and_global_rng_alone():
     check("short_conv_step", get_exercise("short_conv_step").reference, seed=1)
     assert torch.equal(torch.rand(3), expected)
     assert torch.get_num_threads() == threads
+
+
+def test_not_implemented_deeper_down_is_not_mistaken_for_the_stub():
+    def helper():
+        raise NotImplementedError("this op is not supported")
+
+    def gates(g_logits, tau_logits):
+        return helper()
+    message = failure("ddts_gates", gates)
+    assert "your function raised NotImplementedError: this op is not supported" in message
+    assert "not implemented yet" not in message

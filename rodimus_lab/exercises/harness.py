@@ -119,12 +119,12 @@ def _call_student(exercise: Exercise, student_fn: Callable, case: Case, where: s
     try:
         with torch.no_grad():
             got = student_fn(*args, **kwargs)
-    except NotImplementedError:
-        raise ExerciseFailed(
-            f"{exercise.id}: not implemented yet — replace the `raise NotImplementedError` line in your "
-            "function with your code, then run this cell again."
-        ) from None
     except Exception as err:  # anything the student's code raises becomes feedback
+        if isinstance(err, NotImplementedError) and _raised_by(err, student_fn):
+            raise ExerciseFailed(
+                f"{exercise.id}: not implemented yet — replace the `raise NotImplementedError` line in your "
+                "function with your code, then run this cell again."
+            ) from None
         raise ExerciseFailed(
             f"{exercise.id} ✗ — {where}: your function raised {type(err).__name__}: {err}\n"
             f"{_student_frames(err)}"
@@ -137,9 +137,18 @@ def _call_student(exercise: Exercise, student_fn: Callable, case: Case, where: s
         raise ExerciseFailed(
             f"{exercise.id} ✗ — {where}: your function modified its input {changed} in place "
             "(an in-place op such as `x += …`, `x.mul_(…)`, `x[…] = …`). The caller still needs "
-            "its inputs: compute new tensors instead (e.g. `x = x + …` or work on `x.clone()`)."
+            "its inputs: compute new tensors instead (e.g. `x = x + …` or work on `x.clone()`).\n"
+            f"  Reproduce: check({exercise.id!r}, your_function, seed={seed})"
         )
     return got
+
+
+def _raised_by(err: BaseException, fn: Callable) -> bool:
+    """Whether ``err`` was raised by ``fn``'s own body (the unfilled stub), not somewhere it called."""
+    tb = err.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code is getattr(fn, "__code__", None)
 
 
 def _student_frames(err: BaseException) -> str:

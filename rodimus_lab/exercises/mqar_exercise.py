@@ -14,19 +14,23 @@ IGNORE = -100
 
 
 def _mqar_cases(gen):
-    """Examples with different numbers of labelled positions, some argmaxes right, some in the key half."""
+    """Examples with different numbers of labelled positions and accuracies; example 0 is all right,
+    example 1 has a miss, and example 2 answers a key token where the value also scores high."""
     cases = []
-    for N, L, V in [(2, 8, 16), (randint(gen, 3, 6), randint(gen, 10, 16), 32), (4, 12, 24)]:
+    for N, L, V in [(3, 8, 16), (randint(gen, 4, 6), randint(gen, 10, 16), 32), (4, 12, 24)]:
         logits = randn(gen, N, L, V)
         labels = torch.full((N, L), IGNORE)
         for i in range(N):
-            count = 1 + i % (L // 2)   # examples differ in how many positions are labelled
+            count = 1 + i % (L // 2)
             positions = torch.randperm(L - 1, generator=gen)[:count] + 1
             labels[i, positions] = torch.randint(V // 2, V, (count,), generator=gen)
-            right = positions[torch.rand(count, generator=gen) < 0.6]
-            logits[i, right, labels[i, right]] += 10.0       # these predictions are correct
-            keys = positions[torch.rand(count, generator=gen) < 0.3]
-            logits[i, keys, 1] += 20.0                        # these argmaxes land on a key token
+            right = torch.rand(count, generator=gen) < 0.6
+            right[0] = i != 1
+            if i == 0:
+                right[:] = True
+            logits[i, positions[right], labels[i, positions[right]]] += 10.0   # correct predictions
+            if i == 2:
+                logits[i, positions[0], 1] += 20.0                               # ...beaten by a key token
         cases.append(Case((logits, labels), label=f"N={N} examples, L={L}, V={V}"))
     return cases
 
