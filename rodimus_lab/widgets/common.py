@@ -1,0 +1,90 @@
+"""What every widget shares: a readable error box, guarded callbacks, and a stepwise runner
+that keeps the kernel responsive while it trains.
+
+A Jupyter kernel is single-threaded: while a cell (or a callback) runs, no button click is
+processed. So long work is written as a generator that yields after every small piece, and
+:func:`run_stepwise` drives it from an asyncio task in the kernel's own event loop (not a
+thread), handing control back between pieces — Stop and the sliders stay live, and every
+widget update still happens on the main thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import html
+import traceback
+from collections.abc import Iterator
+
+import ipywidgets as widgets
+import torch
+
+__all__ = ["ErrorBox", "TrainingDiverged", "guarded", "run_stepwise", "readable"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def readable(exc: BaseException) -> str:
+    """One or two sentences a student can act on."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return ("Out of memory: the model or batch does not fit. Lower the batch size, d_model, the number "
+                "of layers or the sequence length, then run again.")
+    if isinstance(exc, TrainingDiverged):
+        return f"{exc} Lower the learning rate or turn on gradient clipping, then run again."
+    return f"{type(exc).__name__}: {exc}"
+
+
+class ErrorBox(widgets.HTML):
+    """Shows the last error of a widget (empty when all is well); the traceback folds away."""
+
+    def __init__(self, **kwargs):
+        super().__init__(value="", **kwargs)
+        self.last_error: BaseException | None = None
+
+    def show(self, exc: BaseException) -> None:
+        self.last_error = exc
+        trace = html.escape("".join(traceback.format_exception(exc)))
+        self.value = (f'<div style="color:#b00020;border-left:4px solid #b00020;padding:4px 8px">'
+                      f"<b>{html.escape(readable(exc))}</b>"
+                      f"<details><summary>details</summary><pre style='font-size:11px'>{trace}</pre></details></div>")
+
+    def clear(self) -> None:
+        self.last_error = None
+        self.value = ""
+
+
+def guarded(method):
+    """Run a widget callback; any exception goes to ``self.errors`` (an ErrorBox), never to the kernel."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 — a callback must never kill the kernel
+            self.errors.show(exc)
+            return None
+
+    return wrapper
+
+
+def run_stepwise(steps: Iterator) -> asyncio.Task | None:
+    """Drive ``steps`` to its end, yielding to the event loop after every item.
+
+    In a Jupyter kernel (a running asyncio loop) this schedules a task and returns it at once;
+    without a running loop (plain Python, tests) it runs everything now and returns None.
+    ``steps`` must handle its own errors (an error would otherwise end up in the task).
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        for _ in steps:
+            pass
+        return None
+
+    async def drive():
+        for _ in steps:
+            await asyncio.sleep(0)   # let the kernel process widget messages (Stop, sliders)
+
+    return loop.create_task(drive())

@@ -1,0 +1,190 @@
+"""Training runs for the widgets: a task, a seeded step-by-step fit, results cached by config hash.
+
+A run is fully described by (task, model config, train config); its hash names it, so a
+finished variant is looked up instead of trained again, in memory and optionally on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import seed_everything
+from ..config import ModelConfig
+from ..data.mqar import IGNORE, MQARSplit, make_mqar_splits, mqar_preset
+from ..memory import cache_bytes
+from ..model import RodimusLM
+from ..train import Callback, TrainConfig, Trainer
+from .common import TrainingDiverged
+
+__all__ = ["Task", "RunResult", "RunCache", "run_key", "fit_steps", "train_run", "mqar_token_roles"]
+
+# Fields that change how a run is shown or where it writes, not what it computes.
+_NOT_HASHED = ("progress", "out_dir", "device", "checkpoint_every", "keep_last")
+
+
+@dataclass(frozen=True)
+class Task:
+    """An MQAR preset at a laptop size: ``num_train`` / ``num_test`` override the preset's."""
+    preset: str = "demo"
+    num_train: int = 2048
+    num_test: int = 256
+
+    def splits(self, seed: int) -> tuple[MQARSplit, MQARSplit]:
+        return make_mqar_splits(mqar_preset(self.preset, num_train=self.num_train, num_test=self.num_test), seed=seed)
+
+    @property
+    def seq_len(self) -> int:
+        return mqar_preset(self.preset).seq_len
+
+    @property
+    def vocab_size(self) -> int:
+        return mqar_preset(self.preset).vocab_size
+
+
+def run_key(task: Task, model_config: ModelConfig, train_config: TrainConfig) -> str:
+    """A short hash of everything that decides a run's numbers."""
+    train = {k: v for k, v in train_config.to_dict().items() if k not in _NOT_HASHED}
+    blob = json.dumps({"task": asdict(task), "model": model_config.to_dict(), "train": train}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dataclass
+class RunResult:
+    name: str
+    key: str
+    task: dict
+    model: dict                 # ModelConfig.to_dict()
+    train: dict                 # TrainConfig.to_dict()
+    status: str                 # "done" | "stopped" | "diverged"
+    history: list[dict] = field(default_factory=list)
+    final: dict = field(default_factory=dict)
+    cached: bool = False
+    trained: RodimusLM | None = field(default=None, repr=False, compare=False)   # in memory only
+
+    def row(self) -> dict:
+        """One line of the results table."""
+        m = self.model
+        attention = m["block"] != "rodimus"
+        return {
+            "variant": self.name, "block": m["block"], "gate": m["gate"] if m["block"] != "transformer" else "—",
+            "n": m["mem_size"], "short_conv": m["short_conv"], "key_norm": m["key_norm"],
+            "layout": (m["attn_layout"] or ("ska" if m["block"] == "rodimus_plus" else "mha")) if attention else "—",
+            "window": (m["window"] or "all") if attention else "—",
+            "two_hop": m["two_hop"] if m["block"] == "rodimus_plus" else "—",
+            "steps": self.final.get("step"), "eval_loss": _round(self.final.get("eval_loss")),
+            "eval_accuracy": _round(self.final.get("eval_accuracy")), "params": self.final.get("params"),
+            "state_bytes": self.final.get("state_bytes"), "seconds": _round(self.final.get("time"), 1),
+            "status": self.status + (" (cached)" if self.cached else ""), "key": self.key,
+        }
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in ("name", "key", "task", "model", "train", "status", "history", "final")}
+
+
+def _round(x, digits=4):
+    return None if x is None else round(float(x), digits)
+
+
+class RunCache:
+    """Finished runs by key, in memory and (with ``directory``) as ``<key>.json`` files."""
+
+    def __init__(self, directory: str | Path | None = None):
+        self.directory = Path(directory) if directory is not None else None
+        self._runs: dict[str, RunResult] = {}
+
+    def get(self, key: str) -> RunResult | None:
+        if key not in self._runs and self.directory is not None and (self.directory / f"{key}.json").is_file():
+            self._runs[key] = RunResult(**json.loads((self.directory / f"{key}.json").read_text()))
+        return self._runs.get(key)
+
+    def put(self, result: RunResult) -> None:
+        if result.status != "done":
+            return   # a stopped or diverged run is not the answer for its config
+        self._runs[result.key] = result
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            (self.directory / f"{result.key}.json").write_text(json.dumps(result.to_json()))
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+
+def fit_steps(trainer: Trainer):
+    """``Trainer.fit`` one optimizer step at a time: a generator that yields after every step
+    (and its evaluation), so the caller can hand control back to the event loop. Honours
+    ``trainer.should_stop``; evaluates at the end and calls ``on_end`` like ``fit``."""
+    c = trainer.config
+    start = time.perf_counter()
+    last_eval = None
+    while trainer.step < c.max_steps and not trainer.should_stop:
+        metrics = trainer.train_step()
+        metrics.update(time=time.perf_counter() - start, kind="train")
+        trainer.history.append(metrics)
+        for cb in trainer.callbacks:
+            cb.on_step(metrics, trainer)
+        if not math.isfinite(metrics["loss"]):
+            raise TrainingDiverged(f"The loss became {metrics['loss']} at step {trainer.step}.")
+        if c.eval_every and trainer.step % c.eval_every == 0 and trainer.eval_data is not None:
+            last_eval = trainer.run_eval()
+        yield metrics
+    if trainer.eval_data is not None and (last_eval is None or last_eval["step"] != trainer.step):
+        last_eval = trainer.run_eval()
+    summary = {"step": trainer.step, "time": time.perf_counter() - start, **(last_eval or {})}
+    summary.pop("kind", None)
+    for cb in trainer.callbacks:
+        cb.on_end(summary, trainer)
+    return summary
+
+
+def train_run(name: str, task: Task, model_config: ModelConfig, train_config: TrainConfig,
+              callbacks: list[Callback] = (), splits=None, should_stop=lambda: False):
+    """Generator: build a seeded model, train it step by step, and finally return a RunResult
+    (``StopIteration.value``; use ``result = yield from train_run(...)``).
+
+    ``should_stop()`` is asked after every step; when it says yes the run ends after that step
+    with status "stopped". A NaN loss raises TrainingDiverged.
+    """
+    key = run_key(task, model_config, train_config)
+    train, test = splits if splits is not None else task.splits(train_config.seed)
+    seed_everything(train_config.seed)
+    model = RodimusLM(model_config)
+    trainer = Trainer(model, train, test, train_config, callbacks=list(callbacks))
+    steps = fit_steps(trainer)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            summary = done.value
+            break
+        if should_stop():
+            trainer.should_stop = True
+        yield trainer
+    status = "stopped" if trainer.step < train_config.max_steps else "done"
+    summary.update(params=model.num_parameters(), state_bytes=cache_bytes(model_config, task.seq_len))
+    result = RunResult(name=name, key=key, task=asdict(task), model=model_config.to_dict(),
+                       train=train_config.to_dict(), status=status, history=trainer.history, final=summary,
+                       trained=model)
+    return result
+
+
+def mqar_token_roles(inputs: torch.Tensor, labels: torch.Tensor, num_kv_pairs: int) -> list[str]:
+    """Labels for one MQAR example's positions: K/V in the context, Q at queries, · for filler."""
+    roles = []
+    for t, (x, y) in enumerate(zip(inputs.tolist(), labels.tolist())):
+        if t < 2 * num_kv_pairs:
+            roles.append(f"K{x}" if t % 2 == 0 else f"V{x}")
+        elif y != IGNORE:
+            roles.append(f"Q{x}")
+        else:
+            roles.append("·")
+    return roles
