@@ -89,7 +89,7 @@ def _fwd_inner(acc, l_i, m_i, q, k_ptr, v_ptr, offs_m, offs_d, start, end, T, W,
     return acc, l_i, m_i
 
 
-@triton.jit(do_not_specialize=["T", "W"])
+@triton.jit(do_not_specialize=["T", "H", "W"])
 def _fwd(Q, K, V, O, LSE, T, H, W, qk_scale,
          HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
     h = tl.program_id(0)
@@ -124,7 +124,7 @@ def _fwd(Q, K, V, O, LSE, T, H, W, qk_scale,
 
 # ---------------------------------------------------------------------------------------- backward
 
-@triton.jit(do_not_specialize=["T"])
+@triton.jit(do_not_specialize=["T", "H"])
 def _bwd_delta(O, DO, DELTA, T, H, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
     h = tl.program_id(0)
     m0 = tl.program_id(1) * BLOCK_M
@@ -154,7 +154,7 @@ def _dq_inner(dq, q, do, lse, delta, k_ptr, v_ptr, offs_m, offs_d, start, end, T
     return dq
 
 
-@triton.jit(do_not_specialize=["T", "W"])
+@triton.jit(do_not_specialize=["T", "H", "W"])
 def _bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, T, H, W, qk_scale, scale,
             HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
     h = tl.program_id(0)
@@ -209,7 +209,7 @@ def _dkdv_inner(dk, dv, k, v, q_ptr, do_ptr, lse_ptr, delta_ptr, offs_n, offs_d,
     return dk, dv
 
 
-@triton.jit(do_not_specialize=["T", "W", "H"])
+@triton.jit(do_not_specialize=["T", "H", "W", "heads_per_group"])
 def _bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, T, H, W, heads_per_group, qk_scale, scale,
               HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, PRECISION: tl.constexpr):
     """Program (key block, batch, head group). DK is [groups, B, T, D]: one slice per head group."""
@@ -244,7 +244,7 @@ def _bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, T, H, W, heads_per_group, qk_scal
 
 # ------------------------------------------------------------------------------------------ decode
 
-@triton.jit(do_not_specialize=["length", "split_len"])
+@triton.jit(do_not_specialize=["length", "split_len", "H"])
 def _decode(Q, K, V, M_OUT, L_OUT, ACC_OUT, length, split_len, H, qk_scale,
             stride_qb, stride_qh, stride_kb, stride_kt, stride_vb, stride_vt, stride_vh,
             HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):

@@ -182,6 +182,13 @@ def test_matches_reference_gpu(T, H, d, dtype):
 
 @gpu
 @pytest.mark.gpu
+def test_float16_gpu():
+    err = errors(2, 1000, 8, 128, 65, dtype=torch.float16, device="cuda")
+    assert max(err.values()) <= 5e-3, err
+
+
+@gpu
+@pytest.mark.gpu
 def test_backward_is_deterministic_gpu():
     q, k, v, do = make_inputs(2, 1000, 8, 128, dtype=torch.bfloat16, device="cuda")
     first, second = (run(rodimus_kernels.sw_ska, q, k, v, do, 200) for _ in range(2))
