@@ -46,6 +46,16 @@ def ddts_gates(g_logits, tau_logits):
 check("ddts_gates", ddts_gates)
 
 # %% [markdown]
+# **See it** (drawn with the library's gates, so it runs before you solve anything): as $g$ grows,
+# $\alpha$ falls and $\hat\alpha$ rises — forgetting and writing move together (selection); a
+# lower temperature $\tau$ flattens both.
+
+# %%
+from rodimus_lab.viz import selection_curves
+
+selection_curves()
+
+# %% [markdown]
 # ## Exercise 2 · `ddts_step` — one token (≈ 15 min)
 #
 # With row vectors $q_t, k_t \in \mathbb{R}^{n}$, $v_t \in \mathbb{R}^{m}$ and the decay $\alpha_t \in (0, 1]^n$:

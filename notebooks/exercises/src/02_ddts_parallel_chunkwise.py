@@ -44,6 +44,24 @@ def ddts_parallel(q, k, v, log_alpha, *, scale=None):
 check("ddts_parallel_mask", ddts_parallel)
 
 # %% [markdown]
+# **See it** (the library's `ddts_parallel`, so it runs before you solve anything): the implicit
+# attention matrix of one head on random inputs, with Rodimus' gates and normalised keys. The
+# outlined diagonal blocks are what the chunkwise form (exercise 5) computes as attention inside
+# each chunk of 8; everything left of them reaches a query through the state carried between chunks.
+
+# %%
+from rodimus_lab.ddts import ddts_gates
+from rodimus_lab.ddts import ddts_parallel as library_ddts_parallel
+from rodimus_lab.viz import attention_matrix
+
+generator = torch.Generator().manual_seed(0)
+T, n, m = 24, 8, 8
+q, k, v, g_logits, tau_logits = (torch.randn(1, T, 1, d, generator=generator) for d in (n, n, m, n, n))
+log_alpha, alpha_hat = ddts_gates(g_logits, tau_logits)
+_, attn = library_ddts_parallel(q, alpha_hat * torch.nn.functional.normalize(k, dim=-1), v, log_alpha)
+attention_matrix(attn[0, 0], chunk_size=8)
+
+# %% [markdown]
 # ## Exercise 5 · `ddts_chunkwise` — one chunk-to-chunk state update (≈ 20 min)
 #
 # The chunkwise form cuts the sequence into chunks of $C$ tokens. Inside a chunk it uses the
