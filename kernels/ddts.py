@@ -82,8 +82,9 @@ def _block_n(n: int) -> int:
     return max(16, 1 << (n - 1).bit_length())
 
 
-def _warps(n: int) -> int:
-    return 8 if n > 64 else 4
+def _warps(n: int, chunk_program: bool = False) -> int:
+    """Per-chunk programs hold a dozen [64, n] fp32 tiles at once: more warps, fewer spills."""
+    return 8 if n > 64 or chunk_program else 4
 
 
 def _precision(x: torch.Tensor) -> str:
@@ -188,7 +189,7 @@ class _DDTS(torch.autograd.Function):
         BN, prec, warps = _block_n(n), _precision(v), _warps(n)
         K.ddts_prep_fwd[(NC, H)](q, k, g_logits, tau_logits, qg, kg, gc, A, cu, chunk_seq, chunk_local,
                                  scale, T, NT, H, n, C=CHUNK, SB=SUB, BN=BN, PREC=prec, VARLEN=varlen,
-                                 num_warps=warps)
+                                 num_warps=_warps(n, chunk_program=True))
         needs_grad = any(ctx.needs_input_grad[:6])
         o = torch.empty_like(v)
         h = torch.empty(NC, H, n, m, device=q.device, dtype=odt) if needs_grad else None
@@ -230,7 +231,7 @@ class _DDTS(torch.autograd.Function):
         K.ddts_bwd_chunk[(NC, H)](q, k, g_logits, tau_logits, v, do, h, dh, dq, dk, dg, dtau,
                                   cu, chunk_seq, chunk_local, ctx.scale, T, NT, H, n, m,
                                   C=CHUNK, SB=SUB, BN=BN, BM=BLOCK_M, PREC=prec, VARLEN=varlen,
-                                  num_warps=warps)
+                                  num_warps=_warps(n, chunk_program=True))
         if dh0 is not None:
             dh0 = dh0.to(ctx.h0_dtype)
         return dq, dk, dv, dg, dtau, dh0, None, None, None

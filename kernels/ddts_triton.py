@@ -9,7 +9,7 @@ A chunk is located by ``_chunk`` (uniform batch: from the program id; varlen: fr
 import triton
 import triton.language as tl
 
-NEG_INF = float("-inf")
+NEG_INF = tl.constexpr(float("-inf"))
 
 
 @triton.jit
@@ -58,28 +58,27 @@ def _sequence(i_s, T, NT, cu, chunk_off, VARLEN: tl.constexpr):
 
 
 @triton.jit
-def _load_chunk_features(q, k, g, tau, tok0, eos, ih, scale, H, N, C: tl.constexpr, BN: tl.constexpr):
-    """Everything one chunk needs from q, k and the logits, in fp32, computed once per program.
-
-    Returns qs = scale·q, k̂ = k/‖k‖, the inverse norm, α̂, the gate pieces, and the chunk-local
-    cumulative decay b (≤ 0; padded rows have log α = 0, so b there equals the last real row).
-    """
+def _chunk_tile(tok0, eos, ih, H, N, C: tl.constexpr, BN: tl.constexpr):
+    """(int64 base, int32 tile offsets, mask) of a chunk's [C, n] tile in a [TOK, H, n] tensor."""
     rows = tl.arange(0, C)
     cols = tl.arange(0, BN)
-    rmask = tok0 + rows < eos
-    mask = rmask[:, None] & (cols < N)[None, :]
-    off = (tok0 + rows)[:, None] * (H * N) + ih * N + cols[None, :]
-    qs = tl.load(q + off, mask=mask, other=0.0).to(tl.float32) * scale
-    kr = tl.load(k + off, mask=mask, other=0.0).to(tl.float32)
-    gl = tl.load(g + off, mask=mask, other=0.0).to(tl.float32)
-    tl_ = tl.load(tau + off, mask=mask, other=0.0).to(tl.float32)
+    mask = (rows < eos - tok0)[:, None] & (cols < N)[None, :]
+    return tok0 * (H * N) + ih * N, rows[:, None] * (H * N) + cols[None, :], mask
+
+
+@triton.jit
+def _keys_and_gates(k, g, tau, base, off, mask):
+    """k̂ = k/‖k‖, ‖k‖, 1/max(‖k‖, eps), the gate pieces and log α (0 on padded rows), all fp32.
+
+    Cheap enough to call twice in one program (the backward does), which keeps fewer tiles live.
+    """
+    kr = tl.load(k + base + off, mask=mask, other=0.0).to(tl.float32)
+    gl = tl.load(g + base + off, mask=mask, other=0.0).to(tl.float32)
+    tl_ = tl.load(tau + base + off, mask=mask, other=0.0).to(tl.float32)
     norm = tl.sqrt(tl.sum(kr * kr, axis=1))
     inv = 1.0 / tl.maximum(norm, 1e-12)
-    khat = kr * inv[:, None]
     s, log_s, t, la, ah = _gates(gl, tl_)
-    la = tl.where(mask, la, 0.0)
-    b = tl.cumsum(la, axis=0)
-    return off, mask, qs, khat, norm, inv, gl, s, log_s, t, ah, b
+    return kr * inv[:, None], norm, inv, gl, s, log_s, t, ah, tl.where(mask, la, 0.0)
 
 
 @triton.jit
@@ -127,18 +126,20 @@ def ddts_prep_fwd(q, k, g, tau, qg, kg, gc, A, cu, chunk_seq, chunk_local, scale
     ic = tl.program_id(0)
     ih = tl.program_id(1)
     tok0, eos = _chunk(ic, T, NT, chunk_seq, chunk_local, cu, C, VARLEN)
-    off, mask, qs, khat, norm, inv, gl, s, log_s, t, ah, b = _load_chunk_features(
-        q, k, g, tau, tok0, eos, ih, scale, H, N, C, BN)
+    base, off, mask = _chunk_tile(tok0, eos, ih, H, N, C, BN)
+    qs = tl.load(q + base + off, mask=mask, other=0.0).to(tl.float32) * scale
+    khat, norm, inv, gl, s, log_s, t, ah, la = _keys_and_gates(k, g, tau, base, off, mask)
     ke = khat * ah
-    bC = tl.sum(tl.where(mask, -s * t, 0.0), axis=0)
-    tl.store(qg + off, (qs * tl.exp(b)).to(qg.dtype.element_ty), mask=mask)
-    tl.store(kg + off, (ke * tl.exp(bC[None, :] - b)).to(kg.dtype.element_ty), mask=mask)
+    b = tl.cumsum(la, axis=0)      # chunk-local cumulative decay, ≤ 0; padded rows repeat the last
+    bC = tl.sum(la, axis=0)
+    tl.store(qg + base + off, (qs * tl.exp(b)).to(qg.dtype.element_ty), mask=mask)
+    tl.store(kg + base + off, (ke * tl.exp(bC[None, :] - b)).to(kg.dtype.element_ty), mask=mask)
     cols = tl.arange(0, BN)
     tl.store(gc + (ic.to(tl.int64) * H + ih) * N + cols, tl.exp(bC), mask=cols < N)
     scores = _intra_scores(qs, ke, b, C, SB, BN, PREC)
     rows = tl.arange(0, C)
-    a_off = (tok0 + rows)[:, None] * (H * C) + ih * C + tl.arange(0, C)[None, :]
-    tl.store(A + a_off, scores.to(A.dtype.element_ty), mask=(tok0 + rows < eos)[:, None])
+    a_off = rows[:, None] * (H * C) + tl.arange(0, C)[None, :]
+    tl.store(A + (tok0 * (H * C) + ih * C) + a_off, scores.to(A.dtype.element_ty), mask=(rows < eos - tok0)[:, None])
 
 
 @triton.jit
@@ -162,27 +163,29 @@ def ddts_fwd_walk(qg, kg, gc, A, v, o, h, h0, ht, cu, chunk_off, T, NT, H, N, M,
     mmask = mcols < M
     s_off = cols[:, None] * M + mcols[None, :]
     s_mask = nmask[:, None] & mmask[None, :]
+    nk_off = rows[:, None] * (H * N) + cols[None, :]
+    a_off = rows[:, None] * (H * C) + rows[None, :]
+    vm_off = rows[:, None] * (H * M) + mcols[None, :]
     S = tl.zeros([BN, BM], dtype=tl.float32)
     if USE_H0:
         S += tl.load(h0 + (i_s.to(tl.int64) * H + ih) * N * M + s_off, mask=s_mask, other=0.0)
     dt = qg.dtype.element_ty
     for c in range(tl.cdiv(eos - bos, C)):
-        tok = bos + c * C + rows
-        rmask = tok < eos
-        nk_off = tok[:, None] * (H * N) + ih * N + cols[None, :]
+        tok0 = bos + c * C
+        rmask = rows < eos - tok0
         nk_mask = rmask[:, None] & nmask[None, :]
-        qgc = tl.load(qg + nk_off, mask=nk_mask, other=0.0)
-        kgc = tl.load(kg + nk_off, mask=nk_mask, other=0.0)
+        qgc = tl.load(qg + (tok0 * (H * N) + ih * N) + nk_off, mask=nk_mask, other=0.0)
+        kgc = tl.load(kg + (tok0 * (H * N) + ih * N) + nk_off, mask=nk_mask, other=0.0)
         gcc = tl.load(gc + ((c0 + c) * H + ih) * N + cols, mask=nmask, other=0.0)
-        Ac = tl.load(A + tok[:, None] * (H * C) + ih * C + rows[None, :], mask=rmask[:, None], other=0.0)
-        vm_off = tok[:, None] * (H * M) + ih * M + mcols[None, :]
+        Ac = tl.load(A + (tok0 * (H * C) + ih * C) + a_off, mask=rmask[:, None], other=0.0)
+        vbase = tok0 * (H * M) + ih * M
         vm_mask = rmask[:, None] & mmask[None, :]
-        vc = tl.load(v + vm_off, mask=vm_mask, other=0.0).to(dt)
+        vc = tl.load(v + vbase + vm_off, mask=vm_mask, other=0.0).to(dt)
         if STORE_H:
             tl.store(h + ((c0 + c) * H + ih) * N * M + s_off, S.to(h.dtype.element_ty), mask=s_mask)
         oc = tl.dot(qgc, S.to(dt), input_precision=PREC)
         oc = tl.dot(Ac, vc, oc, input_precision=PREC)
-        tl.store(o + vm_off, oc.to(o.dtype.element_ty), mask=vm_mask)
+        tl.store(o + vbase + vm_off, oc.to(o.dtype.element_ty), mask=vm_mask)
         S = S * gcc[:, None]
         S = tl.dot(tl.trans(kgc), vc, S, input_precision=PREC)
     if STORE_HT:
@@ -209,6 +212,9 @@ def ddts_bwd_walk(qg, kg, gc, A, do, dv, dh, dht, dh0, cu, chunk_off, T, NT, H, 
     mmask = mcols < M
     s_off = cols[:, None] * M + mcols[None, :]
     s_mask = nmask[:, None] & mmask[None, :]
+    nk_off = rows[:, None] * (H * N) + cols[None, :]
+    a_off = rows[:, None] * (H * C) + rows[None, :]
+    vm_off = rows[:, None] * (H * M) + mcols[None, :]
     dS = tl.zeros([BN, BM], dtype=tl.float32)
     if USE_DHT:
         dS += tl.load(dht + (i_s.to(tl.int64) * H + ih) * N * M + s_off, mask=s_mask, other=0.0)
@@ -216,21 +222,20 @@ def ddts_bwd_walk(qg, kg, gc, A, do, dv, dh, dht, dh0, cu, chunk_off, T, NT, H, 
     nchunks = tl.cdiv(eos - bos, C)
     for cc in range(nchunks):
         c = nchunks - 1 - cc
-        tok = bos + c * C + rows
-        rmask = tok < eos
-        nk_off = tok[:, None] * (H * N) + ih * N + cols[None, :]
+        tok0 = bos + c * C
+        rmask = rows < eos - tok0
         nk_mask = rmask[:, None] & nmask[None, :]
-        qgc = tl.load(qg + nk_off, mask=nk_mask, other=0.0)
-        kgc = tl.load(kg + nk_off, mask=nk_mask, other=0.0)
+        qgc = tl.load(qg + (tok0 * (H * N) + ih * N) + nk_off, mask=nk_mask, other=0.0)
+        kgc = tl.load(kg + (tok0 * (H * N) + ih * N) + nk_off, mask=nk_mask, other=0.0)
         gcc = tl.load(gc + ((c0 + c) * H + ih) * N + cols, mask=nmask, other=0.0)
-        Ac = tl.load(A + tok[:, None] * (H * C) + ih * C + rows[None, :], mask=rmask[:, None], other=0.0)
-        vm_off = tok[:, None] * (H * M) + ih * M + mcols[None, :]
+        Ac = tl.load(A + (tok0 * (H * C) + ih * C) + a_off, mask=rmask[:, None], other=0.0)
+        vbase = tok0 * (H * M) + ih * M
         vm_mask = rmask[:, None] & mmask[None, :]
-        doc = tl.load(do + vm_off, mask=vm_mask, other=0.0).to(dt)
+        doc = tl.load(do + vbase + vm_off, mask=vm_mask, other=0.0).to(dt)
         tl.store(dh + ((c0 + c) * H + ih) * N * M + s_off, dS.to(dh.dtype.element_ty), mask=s_mask)
         dvc = tl.dot(tl.trans(Ac), doc, input_precision=PREC)
         dvc = tl.dot(kgc, dS.to(dt), dvc, input_precision=PREC)
-        tl.store(dv + vm_off, dvc.to(dv.dtype.element_ty), mask=vm_mask)
+        tl.store(dv + vbase + vm_off, dvc.to(dv.dtype.element_ty), mask=vm_mask)
         dS = dS * gcc[:, None]
         dS = tl.dot(tl.trans(qgc), doc, dS, input_precision=PREC)
     if STORE_DH0:
@@ -252,15 +257,13 @@ def ddts_bwd_chunk(q, k, g, tau, v, do, h, dh, dq, dk, dg, dtau, cu, chunk_seq, 
     ic = tl.program_id(0)
     ih = tl.program_id(1)
     tok0, eos = _chunk(ic, T, NT, chunk_seq, chunk_local, cu, C, VARLEN)
-    off, mask, qs, khat, norm, inv, gl, s, log_s, t, ah, b = _load_chunk_features(
-        q, k, g, tau, tok0, eos, ih, scale, H, N, C, BN)
-    ke = khat * ah
     rows = tl.arange(0, C)
     cols = tl.arange(0, BN)
     cols_c = tl.arange(0, C)
-    rmask = tok0 + rows < eos
+    rmask = rows < eos - tok0
     nmask = cols < N
     dt = h.dtype.element_ty
+    vbase = tok0 * (H * M) + ih * M
     dqg = tl.zeros([C, BN], dtype=tl.float32)
     dkg = tl.zeros([C, BN], dtype=tl.float32)
     dA = tl.zeros([C, C], dtype=tl.float32)
@@ -269,22 +272,28 @@ def ddts_bwd_chunk(q, k, g, tau, v, do, h, dh, dq, dk, dg, dtau, cu, chunk_seq, 
     for im in range(tl.cdiv(M, BM)):
         mcols = im * BM + tl.arange(0, BM)
         mmask = mcols < M
-        vm_off = (tok0 + rows)[:, None] * (H * M) + ih * M + mcols[None, :]
+        vm_off = rows[:, None] * (H * M) + mcols[None, :]
         vm_mask = rmask[:, None] & mmask[None, :]
-        vc = tl.load(v + vm_off, mask=vm_mask, other=0.0).to(dt)
-        doc = tl.load(do + vm_off, mask=vm_mask, other=0.0).to(dt)
-        s_off = hbase + cols[:, None] * M + mcols[None, :]
+        vc = tl.load(v + vbase + vm_off, mask=vm_mask, other=0.0).to(dt)
+        doc = tl.load(do + vbase + vm_off, mask=vm_mask, other=0.0).to(dt)
+        s_off = cols[:, None] * M + mcols[None, :]
         s_mask = nmask[:, None] & mmask[None, :]
-        hc = tl.load(h + s_off, mask=s_mask, other=0.0)
-        dhc = tl.load(dh + s_off, mask=s_mask, other=0.0)
+        hc = tl.load(h + hbase + s_off, mask=s_mask, other=0.0)
+        dhc = tl.load(dh + hbase + s_off, mask=s_mask, other=0.0)
         dqg = tl.dot(doc, tl.trans(hc), dqg, input_precision=PREC)
         dkg = tl.dot(vc, tl.trans(dhc), dkg, input_precision=PREC)
         dA = tl.dot(doc, tl.trans(vc), dA, input_precision=PREC)
         dgc += tl.sum(hc.to(tl.float32) * dhc.to(tl.float32), axis=1)
 
-    bC = tl.sum(tl.where(mask, -s * t, 0.0), axis=0)
-    gC = tl.exp(bC)
+    # computed after the sweep, so that only the four accumulators are live during it
+    base, off, mask = _chunk_tile(tok0, eos, ih, H, N, C, BN)
+    qs = tl.load(q + base + off, mask=mask, other=0.0).to(tl.float32) * scale
+    khat, norm, inv, gl, s, log_s, t, ah, la = _keys_and_gates(k, g, tau, base, off, mask)
+    ke = khat * ah
+    b = tl.cumsum(la, axis=0)
+    bC = tl.sum(la, axis=0)
     ekb = tl.exp(bC[None, :] - b)
+    dbC = tl.exp(bC) * dgc + tl.sum(ke * ekb * dkg, axis=0)
     dqs = dqg * tl.exp(b)
     dke = dkg * ekb
     dA = tl.where(rows[:, None] >= cols_c[None, :], dA, 0.0)
@@ -305,23 +314,22 @@ def ddts_bwd_chunk(q, k, g, tau, v, do, h, dh, dq, dk, dg, dtau, cu, chunk_seq, 
         per_block = tl.sum(tl.reshape(a_col[:, None] * qs * d, [NS, SB, BN]), axis=1)
         dke += tl.reshape(tl.where(jj == j, per_block[:, None, :], 0.0), [C, BN])
 
-    # ∂b_i = qs⊙∂qs − ke⊙∂ke; b_C also scales the start state and every write: ∂b_C below.
-    db = qs * dqs - ke * dke
-    dbC = gC * dgc + tl.sum(ke * ekb * dkg, axis=0)
-    dla = tl.cumsum(db, axis=0, reverse=True) + dbC[None, :]
-    tl.store(dq + off, (dqs * scale).to(dq.dtype.element_ty), mask=mask)
+    # ∂b_i = qs⊙∂qs − ke⊙∂ke; b_C also scales the start state and every write (∂b_C above).
+    dla = tl.cumsum(qs * dqs - ke * dke, axis=0, reverse=True) + dbC[None, :]
+    tl.store(dq + base + off, (dqs * scale).to(dq.dtype.element_ty), mask=mask)
+    khat, norm, inv, gl, s, log_s, t, ah, la = _keys_and_gates(k, g, tau, base, off, mask)  # again: fewer live tiles
     # k_eff = α̂ ⊙ k̂ with k̂ = k / max(‖k‖, eps)
     dah = dke * khat
     dkhat = dke * ah
     proj = tl.where(norm > 1e-12, tl.sum(khat * dkhat, axis=1), 0.0)
-    tl.store(dk + off, ((dkhat - khat * proj[:, None]) * inv[:, None]).to(dk.dtype.element_ty), mask=mask)
+    tl.store(dk + base + off, ((dkhat - khat * proj[:, None]) * inv[:, None]).to(dk.dtype.element_ty), mask=mask)
     # log α = −s·t, α̂ = s^t, s = softplus(g), t = σ(τ); σ(g)/s → 1 where s underflows
     sig_g = tl.sigmoid(gl)
     ratio = tl.where(gl < -15.0, 1.0, sig_g / tl.where(gl < -15.0, 1.0, s))
     dgl = -t * sig_g * dla + dah * t * ah * ratio
     dtl = (-s * dla + dah * ah * log_s) * t * (1.0 - t)
-    tl.store(dg + off, dgl.to(dg.dtype.element_ty), mask=mask)
-    tl.store(dtau + off, dtl.to(dtau.dtype.element_ty), mask=mask)
+    tl.store(dg + base + off, dgl.to(dg.dtype.element_ty), mask=mask)
+    tl.store(dtau + base + off, dtl.to(dtau.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -341,7 +349,8 @@ def ddts_step_kernel(q, k, v, g, tau, state, o, scale, N, M,
     s, log_s, t, la, ah = _gates(gl, tl_)
     ke = kn * ah / tl.maximum(tl.sqrt(tl.sum(kn * kn, axis=0)), 1e-12)
     vm = tl.load(v + ib * M + mcols, mask=mmask, other=0.0).to(tl.float32)
-    s_off = ib.to(tl.int64) * N * M + cols[:, None] * M + mcols[None, :]
+    state += ib.to(tl.int64) * N * M
+    s_off = cols[:, None] * M + mcols[None, :]
     s_mask = nmask[:, None] & mmask[None, :]
     S = tl.load(state + s_off, mask=s_mask, other=0.0)
     S = tl.exp(la)[:, None] * S + ke[:, None] * vm[None, :]
