@@ -59,6 +59,7 @@ class AblationLab:
         dd = lambda options, value, desc: widgets.Dropdown(options=options, value=value, description=desc, style=style)  # noqa: E731
         self.preset = dd(LAB_PRESETS, "demo", "MQAR task")
         self.num_train = widgets.IntText(value=2048, description="train examples", style=style)
+        self.num_test = widgets.IntText(value=256, description="test examples", style=style)
         self.block = dd(BLOCKS, "rodimus", "block")
         self.gates = widgets.SelectMultiple(options=[(f"{g} — {doc}", g) for g, doc in GATES.items()],
                                             value=("ddts",), description="gates (variants)", rows=len(GATES),
@@ -90,15 +91,15 @@ class AblationLab:
 
         self.run_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
-        self.csv_button.on_click(lambda _: self._export("csv"))
-        self.json_button.on_click(lambda _: self._export("json"))
+        self.csv_button.on_click(lambda _: self.export("csv"))
+        self.json_button.on_click(lambda _: self.export("json"))
         self.block.observe(self._on_block, names="value")
         self.layout.observe(self._on_block, names="value")
         self._on_block()
 
         attention = widgets.VBox([self.layout, self.n_heads, self.n_kv_heads, self.window, self.two_hop])
         controls = widgets.HBox([
-            widgets.VBox([self.preset, self.num_train, self.block, self.d_model, self.n_layers, self.mem_size,
+            widgets.VBox([self.preset, self.num_train, self.num_test, self.block, self.d_model, self.n_layers, self.mem_size,
                           widgets.HBox([self.short_conv, self.key_norm])]),
             widgets.VBox([attention, self.steps, self.batch_size, self.lr, self.seed]),
         ])
@@ -124,7 +125,7 @@ class AblationLab:
             w.disabled = block == "transformer"
 
     def task(self) -> Task:
-        return Task(preset=self.preset.value, num_train=self.num_train.value, num_test=256)
+        return Task(preset=self.preset.value, num_train=self.num_train.value, num_test=self.num_test.value)
 
     def train_config(self) -> TrainConfig:
         steps = self.steps.value
@@ -215,7 +216,7 @@ class AblationLab:
             self.progress.max, self.progress.value = train_config.max_steps, train_config.max_steps
             self._add_result(RunResult(**{**cached.__dict__, "name": name, "cached": True}))
             return
-        train, test = self._data(task, train_config.seed)
+        train, test = self.splits(task, train_config.seed)
         self.dashboard.probe_input = test.inputs[0]
         self.dashboard.tokens = mqar_token_roles(test.inputs[0], test.labels[0], test.num_kv_pairs)
         self.dashboard.start_run(label)
@@ -225,7 +226,10 @@ class AblationLab:
         self.cache.put(result)
         self._add_result(result)
 
-    def _data(self, task: Task, seed: int):
+    def splits(self, task: Task | None = None, seed: int | None = None):
+        """(train, test) of ``task`` (default: the selected one), generated once per (task, seed)."""
+        task = task if task is not None else self.task()
+        seed = seed if seed is not None else self.seed.value
         if (task, seed) not in self._splits:
             self._splits[(task, seed)] = task.splits(seed)
         return self._splits[(task, seed)]
@@ -239,7 +243,7 @@ class AblationLab:
         return [r.row() for r in self.results]
 
     def _table_html(self) -> str:
-        rows = self.rows() if hasattr(self, "results") else []
+        rows = self.rows()
         if not rows:
             return "<i>results appear here after a run</i>"
         head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
@@ -261,7 +265,10 @@ class AblationLab:
         return json.dumps([r.to_json() for r in self.results], indent=1)
 
     @guarded
-    def _export(self, kind: str) -> Path:
+    def export(self, kind: str) -> Path:
+        """Write ``ablation_results.csv`` (the table) or ``.json`` (configs and histories) to export_dir."""
+        if kind not in ("csv", "json"):
+            raise ValueError(f"export kind must be 'csv' or 'json', got {kind!r}")
         self.export_dir.mkdir(parents=True, exist_ok=True)
         path = self.export_dir / f"ablation_results.{kind}"
         path.write_text(self.to_csv() if kind == "csv" else self.to_json())

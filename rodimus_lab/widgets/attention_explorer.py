@@ -12,14 +12,13 @@ import dataclasses
 import html
 
 import ipywidgets as widgets
-import plotly.graph_objects as go
 import torch
 
 from .. import seed_everything, viz
 from ..config import ModelConfig
 from ..memory import cache_bytes
 from ..model import Attention
-from .common import ErrorBox, guarded
+from .common import ErrorBox, figure_widget, guarded, json_safe
 
 __all__ = ["AttentionExplorer"]
 
@@ -43,7 +42,7 @@ class AttentionExplorer:
         self.context = widgets.SelectionSlider(options=[2 ** k for k in range(6, 18)], value=4096,
                                                description="context", style={"description_width": "110px"})
         self.readout = widgets.HTML()
-        self.figure = go.FigureWidget(viz.layout_maps(self.maps(), heads=n_heads))
+        self.figure = figure_widget(viz.layout_maps(self.maps(), heads=n_heads))
         self.window.observe(self._on_change, names="value")
         self.context.observe(self._on_change, names="value")
         self.widget = widgets.VBox([widgets.HBox([self.window, self.context]), self.errors, self.figure, self.readout])
@@ -88,7 +87,7 @@ class AttentionExplorer:
         with self.figure.batch_update():
             for i, w in enumerate(maps.values()):
                 for h in range(per_layout):
-                    heatmaps[i * per_layout + h].z = w[h].masked_fill(w[h] == 0, float("nan")).numpy()
+                    heatmaps[i * per_layout + h].z = json_safe(w[h], blank_zeros=True)
             self.figure.layout.title.text = f"Head layouts, window = {self._window() or 'all'}"
         rows = self.cache_table()
         body = "".join(f"<tr><td>{html.escape(r['layout'])}</td><td>{r['params']:,}</td>"

@@ -17,9 +17,11 @@ import traceback
 from collections.abc import Iterator
 
 import ipywidgets as widgets
+import numpy as np
+import plotly.graph_objects as go
 import torch
 
-__all__ = ["ErrorBox", "TrainingDiverged", "guarded", "run_stepwise", "readable"]
+__all__ = ["ErrorBox", "TrainingDiverged", "guarded", "run_stepwise", "readable", "json_safe", "figure_widget"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -88,3 +90,23 @@ def run_stepwise(steps: Iterator) -> asyncio.Task | None:
             await asyncio.sleep(0)   # let the kernel process widget messages (Stop, sliders)
 
     return loop.create_task(drive())
+
+
+def json_safe(z, blank_zeros: bool = False) -> list:
+    """A matrix as nested lists with None where it is NaN (or 0, with ``blank_zeros``).
+
+    A FigureWidget sends 2-D data as JSON, which has no NaN (the browser would drop the message);
+    plotly draws None as a gap.
+    """
+    a = z.detach().cpu().double().numpy() if isinstance(z, torch.Tensor) else np.asarray(z, dtype=np.float64)
+    gap = np.isnan(a) | ((a == 0) if blank_zeros else False)
+    return np.where(gap, None, a).tolist()
+
+
+def figure_widget(fig: go.Figure) -> go.FigureWidget:
+    """A live FigureWidget of a static :mod:`rodimus_lab.viz` figure, its heatmaps made JSON-safe."""
+    fig = go.Figure(fig)   # a copy; made safe before the widget sends its first state
+    for trace in fig.data:
+        if trace.type == "heatmap" and trace.z is not None:
+            trace.z = json_safe(trace.z)
+    return go.FigureWidget(fig)

@@ -23,7 +23,7 @@ from plotly.subplots import make_subplots
 from .. import viz
 from ..train import Callback
 from ..viz.style import TEMPLATE
-from .common import ErrorBox, guarded
+from .common import ErrorBox, figure_widget, guarded, json_safe
 
 __all__ = ["TrainingDashboard"]
 
@@ -142,9 +142,9 @@ class TrainingDashboard(Callback):
     def _build_snapshot_figures(self, snap: dict) -> None:
         title = f"{self.run}: layer {self.layer}"
         self.gate_box.children = [] if snap["gates"] is None else [
-            go.FigureWidget(viz.gate_heatmaps(snap["gates"], self.tokens, title=f"{title} DDTS gates"))]
+            figure_widget(viz.gate_heatmaps(snap["gates"], self.tokens, title=f"{title} DDTS gates"))]
         self.attention_box.children = [] if snap["attention"] is None else [
-            go.FigureWidget(viz.head_maps(snap["attention"], self.tokens, title=f"{title} attention per head"))]
+            figure_widget(viz.head_maps(snap["attention"], self.tokens, title=f"{title} attention per head"))]
 
     @guarded
     def _on_snapshot(self, change) -> None:
@@ -161,10 +161,10 @@ class TrainingDashboard(Callback):
             panels = [snap["gates"]["log_alpha"].exp(), snap["gates"]["alpha_hat"]]
             with fig.batch_update():
                 for trace, z in zip(fig.data, panels):
-                    trace.z = z.T.numpy()
+                    trace.z = json_safe(z.T)
         if self.attention_box.children:
             fig = self.attention_box.children[0]
             heatmaps = [t for t in fig.data if t.type == "heatmap"]
             with fig.batch_update():
                 for trace, w in zip(heatmaps, snap["attention"]):
-                    trace.z = w.masked_fill(w == 0, float("nan")).numpy()
+                    trace.z = json_safe(w, blank_zeros=True)

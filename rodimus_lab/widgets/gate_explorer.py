@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 
 from .. import viz
 from ..viz.style import COLORS, TEMPLATE
-from .common import ErrorBox, guarded
+from .common import ErrorBox, figure_widget, guarded
 
 __all__ = ["GateExplorer"]
 
@@ -79,7 +79,7 @@ class GateExplorer:
         self.states = self.result.states(layer)
         self.norms = torch.linalg.matrix_norm(self.states)
         self.singular = viz.singular_values(self.states)
-        self.heat = go.FigureWidget(viz.gate_heatmaps(gates, self.tokens, title=f"layer {layer}: DDTS gates"))
+        self.heat = figure_widget(viz.gate_heatmaps(gates, self.tokens, title=f"layer {layer}: DDTS gates"))
         self.heat.add_vline(x=self.token.value, line=dict(color="#ff7f0e", width=2))
         for trace in self.heat.data:
             trace.on_hover(self._on_hover)
