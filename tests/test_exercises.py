@@ -487,6 +487,8 @@ def test_check_refuses_an_unknown_id_or_a_non_function():
         check("nope", lambda: None)
     with pytest.raises(TypeError, match="student_fn must be your function"):
         check("ddts_gates", None)
+    with pytest.raises(TypeError, match="seed must be a non-negative int"):
+        check("ddts_gates", gates_exp_minus_g, seed="3")
 
 
 # ------------------------------------------------------------------ reproducibility

@@ -52,6 +52,8 @@ def check(exercise_id: str, student_fn: Callable, *, seed: int | None = None) ->
                         f"got {type(student_fn).__name__}")
     if seed is None:
         seed = secrets.randbelow(100_000)
+    elif isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise TypeError(f"seed must be a non-negative int (the one a failure message printed), got {seed!r}")
     count = run_check(exercise, student_fn, seed)
     print(f"✓ {exercise_id}: your function matches the reference on {count} random cases.")
     return True
