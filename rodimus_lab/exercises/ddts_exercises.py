@@ -353,8 +353,8 @@ PARALLEL_MASK = Exercise(
         Bug("missing causal mask", "future tokens leak in: entries with j > i must be 0", _parallel_with(_no_mask)),
         Bug("off by one on the diagonal", "token i must also read itself (j = i): the mask includes the diagonal",
             _parallel_with(_no_diagonal)),
-        Bug("decay off by one", "between write j and read i the state decays by α_{j+1} … α_i: token j is "
-            "written after its own decay, so exp(Λ_i − Λ_j) with Λ the INCLUSIVE cumulative sum",
+        Bug("decay off by one", "between write j and read i the state decays by α_{j+1} … α_i only: token j "
+            "is written after its own decay; check which cumulative sum you subtract",
             _parallel_with(_decay_includes_own_token)),
         Bug("missing decay", "your matrix is plain linear attention: each entry needs the decay exp(Λ_i − Λ_j)",
             _parallel_with(_no_decay)),
@@ -416,8 +416,8 @@ CHUNKWISE = Exercise(
             "α product, exp(b_C)", _chunk_with(_to_end, lambda b, la: torch.zeros_like(b[:, -1]))),
         Bug("writes not decayed", "token j's kᵀv is decayed by every later token of the chunk",
             _chunk_with(lambda b, la: torch.zeros_like(b), _whole_chunk)),
-        Bug("decay off by one", "token j is written AFTER its own decay: it decays by α_{j+1} … α_C only, "
-            "so exp(b_C − b_j) with b the inclusive cumulative sum", _chunk_with(lambda b, la: b[:, -1:] - b + la, _whole_chunk)),
+        Bug("decay off by one", "token j is written AFTER its own decay: its write decays only by the "
+            "tokens after it (α_{j+1} … α_C); check which cumulative sum you subtract", _chunk_with(lambda b, la: b[:, -1:] - b + la, _whole_chunk)),
         Bug("decay direction reversed", "you decayed each write by the tokens BEFORE it (exp(b_j)); it must "
             "decay by the tokens after it, to the chunk's end", _chunk_with(lambda b, la: b, _whole_chunk)),
         Bug("decay not taken to the chunk's end", "exp(−b_j) alone grows; the write decays from its own "
