@@ -314,3 +314,14 @@ def test_attention_matrix_outlines_chunks():
     assert fig.layout.shapes[-1].x1 == 9.5
     with pytest.raises(ValueError, match="chunk_size"):
         viz.attention_matrix(torch.rand(4, 4), chunk_size=0)
+
+
+def test_selection_curves_overlay_a_models_gates():
+    gates = random_gates(T=5, n=3)
+    gates["g"] = torch.nn.functional.softplus(torch.randn(5, 3))
+    fig = viz.selection_curves(taus=(1.0,), observed=gates)
+    points = [t for t in fig.data if t.mode == "markers"]
+    assert len(points) == 2 and len(points[0].x) == 15
+    np.testing.assert_allclose(points[1].y, gates["alpha_hat"].reshape(-1).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="tau"):
+        viz.selection_curves(observed=dict(log_alpha=torch.zeros(2, 2), alpha_hat=torch.ones(2, 2)))

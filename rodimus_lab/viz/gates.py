@@ -93,12 +93,13 @@ def write_keep_profile(gates: dict, tokens=None, *, title: str = "What each toke
     return fig
 
 
-def selection_curves(taus=(1.0, 0.75, 0.5, 0.25), *, g_range=(1e-3, 10.0), points: int = 200,
-                     title: str = "Tempered selection (α, α̂) = (e^{−g}, g)^τ") -> go.Figure:
+def selection_curves(taus=(1.0, 0.75, 0.5, 0.25), *, g_range=(1e-3, 10.0), points: int = 200, observed: dict | None = None,
+                     max_observed: int = 4000, title: str = "Tempered selection (α, α̂) = (e^{−g}, g)^τ") -> go.Figure:
     """α and α̂ as functions of the selection gate g, one curve per temperature τ.
 
     Computed with :func:`rodimus_lab.ddts.ddts_gates` (through the logits), so the picture is
-    the library's own equation.
+    the library's own equation. ``observed``: gates of a model (a dict with g, tau, log_alpha,
+    alpha_hat [T, n], e.g. ``probe(...).gates[0]``) drawn as points coloured by their τ.
     """
     taus = [float(t) for t in np.atleast_1d(np.asarray(taus, dtype=np.float64))]
     if not taus or any(not 0.0 < t <= 1.0 for t in taus):
@@ -117,8 +118,25 @@ def selection_curves(taus=(1.0, 0.75, 0.5, 0.25), *, g_range=(1e-3, 10.0), point
         for col, y in ((1, log_alpha.exp()), (2, alpha_hat)):
             fig.add_trace(go.Scatter(x=g.numpy(), y=y.numpy(), name=f"τ = {tau:g}", legendgroup=f"tau{i}",
                                      showlegend=col == 1, line=dict(color=color)), row=1, col=col)
+    if observed is not None:
+        _add_observed(fig, observed, max_observed)
     fig.update_xaxes(type="log", title_text="g")
     fig.update_yaxes(title_text="α", row=1, col=1)
     fig.update_yaxes(title_text="α̂", type="log", row=1, col=2)
     fig.update_layout(template=TEMPLATE, title=title, height=420)
     return fig
+
+
+def _add_observed(fig, gates: dict, max_points: int) -> None:
+    """A model's (g, α) and (g, α̂) per token and state dim, coloured by τ."""
+    panels = _panels(gates)
+    missing = [k for k in ("alpha", "alpha_hat", "tau", "g") if k not in panels]
+    if missing:
+        raise ValueError(f"observed gates need {missing} (this gate ablation has no tempered pair to draw)")
+    flat = {k: v.reshape(-1) for k, v in panels.items()}
+    keep = np.linspace(0, flat["g"].size - 1, min(max_points, flat["g"].size)).astype(int)
+    marker = dict(size=4, opacity=0.5, color=flat["tau"][keep], cmin=0, cmax=1, colorscale=SEQUENTIAL,
+                  colorbar=dict(title="τ", thickness=12, x=1.12))
+    for col, key in ((1, "alpha"), (2, "alpha_hat")):
+        fig.add_trace(go.Scatter(x=flat["g"][keep], y=flat[key][keep], mode="markers", name="model's gates",
+                                 showlegend=col == 1, marker=marker), row=1, col=col)
