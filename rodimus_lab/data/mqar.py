@@ -42,13 +42,9 @@ def _check_args(num_examples, seq_len, num_kv_pairs, vocab_size, power_a):
             f"MQAR seq_len = {seq_len} is too short for num_kv_pairs = {num_kv_pairs}: it needs seq_len ≥ "
             f"4·num_kv_pairs = {4 * num_kv_pairs} (2p context tokens plus room for p queries at even offsets)"
         )
-    if vocab_size <= seq_len:
-        raise ValueError(f"MQAR vocab_size = {vocab_size} must be larger than seq_len = {seq_len} (Zoology's rule)")
-    if vocab_size // 2 - 1 < num_kv_pairs:
-        raise ValueError(
-            f"MQAR vocab_size = {vocab_size} is too small for num_kv_pairs = {num_kv_pairs} distinct keys "
-            f"from [1, {vocab_size // 2}): use vocab_size ≥ {2 * (num_kv_pairs + 1)}"
-        )
+    if vocab_size <= seq_len:   # (this also leaves room for p distinct keys in [1, V/2), as L ≥ 4p)
+        raise ValueError(f"MQAR vocab_size = {vocab_size} is too small: it must be larger than seq_len = {seq_len} "
+                         "(Zoology's rule)")
     if not isinstance(power_a, (int, float)) or not 0 < power_a <= 1:
         raise ValueError(f"MQAR power_a must be in (0, 1], got {power_a!r}")
 

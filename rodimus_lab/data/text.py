@@ -50,7 +50,7 @@ def default_data_dir() -> Path:
 # ----------------------------------------------------------------------------- reading
 
 def _local_command(source: str) -> str:
-    return (f"rodimus-lab train --task text --data-path /path/to/{source} "
+    return (f"rodimus-lab train --task text --source /path/to/{source} "
             "(a folder holding wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens — or {split}.txt / "
             "{split}*.parquet files)")
 
@@ -120,10 +120,12 @@ def _hash_lines(lines: list[str], *extra) -> str:
 # ----------------------------------------------------------------------------- tokenizers
 
 class BPETokenizer:
-    """A ``tokenizers`` byte-level BPE behind a small interface: encode, decode, vocab_size, key."""
+    """A ``tokenizers`` byte-level BPE behind a small interface: encode, decode, vocab_size, key, path."""
 
-    def __init__(self, tokenizer, key: str):
-        self._tok, self.key = tokenizer, key
+    name = "bpe"
+
+    def __init__(self, tokenizer, key: str, path: Path):
+        self._tok, self.key, self.path = tokenizer, key, path
 
     @property
     def vocab_size(self) -> int:
@@ -159,7 +161,7 @@ def train_bpe(lines: list[str], vocab_size: int = 8192, data_dir: str | os.PathL
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tok.save(str(tmp))
     os.replace(tmp, path)
-    return BPETokenizer(tok, key)
+    return BPETokenizer(tok, key, path)
 
 
 def load_bpe(path: str | os.PathLike) -> BPETokenizer:
@@ -168,12 +170,14 @@ def load_bpe(path: str | os.PathLike) -> BPETokenizer:
     path = Path(path)
     if not path.is_file():
         raise DataUnavailableError(f"tokenizer file {path} does not exist")
-    return BPETokenizer(Tokenizer.from_file(str(path)), path.stem)
+    return BPETokenizer(Tokenizer.from_file(str(path)), path.stem, path)
 
 
 class TiktokenTokenizer:
-    def __init__(self, encoding, key: str):
-        self._enc, self.key = encoding, key
+    name = "gpt2"
+
+    def __init__(self, encoding, key: str, path: Path | None = None):
+        self._enc, self.key, self.path = encoding, key, path
 
     @property
     def vocab_size(self) -> int:
@@ -211,7 +215,7 @@ def gpt2_tokenizer(ranks_path: str | os.PathLike | None = None) -> TiktokenToken
         raise DataUnavailableError(f"GPT-2 ranks file {ranks_path} does not exist")
     enc = tiktoken.Encoding(name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=load_tiktoken_bpe(str(ranks_path)),
                             special_tokens={"<|endoftext|>": 50256}, explicit_n_vocab=50257)
-    return TiktokenTokenizer(enc, "gpt2")
+    return TiktokenTokenizer(enc, "gpt2", Path(ranks_path))
 
 
 def get_tokenizer(name: str, train_lines: list[str] | None = None, *, vocab_size: int = 8192,

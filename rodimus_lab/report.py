@@ -1,0 +1,64 @@
+"""The demo's report: one self-contained HTML file (plotly.js inlined, no CDN, opens offline).
+
+It holds a summary table, the loss / accuracy curves of the run and the DDTS gates of one test
+example — the figures come from :mod:`rodimus_lab.viz`; this module only lays them out.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import torch
+
+from .data.mqar import IGNORE
+from .viz import gate_heatmaps, probe, training_curves
+
+__all__ = ["mqar_token_labels", "gate_figure", "write_report"]
+
+
+def mqar_token_labels(inputs: torch.Tensor, labels: torch.Tensor, num_kv_pairs: int) -> list[str]:
+    """Axis labels for one MQAR example: K/V in the context, Q→value at queries, ``·`` for filler."""
+    out = []
+    for t, (tok, lab) in enumerate(zip(inputs.tolist(), labels.tolist())):
+        if t < 2 * num_kv_pairs:
+            out.append(f"{'K' if t % 2 == 0 else 'V'}{tok}")
+        elif lab != IGNORE:
+            out.append(f"Q{tok}→{lab}")
+        else:
+            out.append("·")
+    return out
+
+
+def gate_figure(model, inputs: torch.Tensor, tokens: list[str] | None = None, layer: int = -1, title: str | None = None):
+    """Heatmaps of the decay gate α and write gate α̂ of ``layer`` on one sequence ``inputs`` [T]."""
+    result = probe(model, inputs)
+    layer = layer % len(model.layers)
+    if layer not in result.gates:
+        raise ValueError(f"layer {layer} has no DDTS gates (block {model.config.block!r})")
+    gates = {k: v for k, v in result.gates[layer].items() if k in ("log_alpha", "alpha_hat") and v is not None}
+    return gate_heatmaps(gates, tokens, title=title or f"DDTS gates of layer {layer} on a test example")
+
+
+def write_report(path: str | os.PathLike, *, title: str, summary: dict, history: list[dict], figures=()) -> Path:
+    """Write the HTML report: ``summary`` as a table, training curves from ``history``, then ``figures``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    curves = [m for m in ("loss", "eval_loss", "eval_accuracy") if any(m in r for r in history)]
+    figs = [training_curves(history, y=curves, title="Training")] if history and curves else []
+    figs += list(figures)
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in summary.items())
+    body = [f.to_html(include_plotlyjs=(i == 0), full_html=False) for i, f in enumerate(figs)]
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}"
+            "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:4px 10px;text-align:left}</style>"
+            f"</head><body><h1>{html.escape(title)}</h1><table>{rows}</table>{''.join(body)}</body></html>")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
