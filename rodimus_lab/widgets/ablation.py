@@ -75,7 +75,7 @@ class AblationLab:
         self.n_kv_heads = widgets.SelectionSlider(options=[1, 2, 4, 8], value=1, description="kv heads (gqa)", style=style)
         self.window = widgets.IntSlider(value=16, min=0, max=256, description="window (0: all)", style=style)
         self.two_hop = widgets.Checkbox(value=True, description="two-hop residual")
-        self.steps = widgets.IntSlider(value=200, min=5, max=3000, step=5, description="steps", style=style)
+        self.steps = widgets.IntSlider(value=200, min=1, max=3000, description="steps", style=style)
         self.batch_size = widgets.SelectionSlider(options=[4, 8, 16, 32, 64, 128], value=32, description="batch", style=style)
         self.lr = widgets.FloatLogSlider(value=3e-3, base=10, min=-5, max=-1, description="learning rate", style=style)
         self.seed = widgets.IntText(value=0, description="seed", style=style)
@@ -185,11 +185,15 @@ class AblationLab:
             self.status.value = "stopping after this step…"
 
     def _run_steps(self):
-        """The whole Run as a generator: yields after every training step. Errors end the run and
-        are shown in the widget; they never propagate to the kernel."""
+        """Mark the lab busy now (a second click is refused at once) and return the Run's steps."""
         self.running, self._stop_requested = True, False
         self.run_button.disabled, self.stop_button.disabled = True, False
         self.errors.clear()
+        return self._steps()
+
+    def _steps(self):
+        """The whole Run as a generator: yields after every training step. Errors end the run and
+        are shown in the widget; they never propagate to the kernel."""
         try:
             task, train_config = self.task(), self.train_config()
             variants = self.variants()

@@ -47,9 +47,9 @@ class ErrorBox(widgets.HTML):
 
     def show(self, exc: BaseException) -> None:
         self.last_error = exc
-        trace = html.escape("".join(traceback.format_exception(exc)))
+        trace = html.escape("".join(traceback.format_exception(exc)), quote=False)
         self.value = (f'<div style="color:#b00020;border-left:4px solid #b00020;padding:4px 8px">'
-                      f"<b>{html.escape(readable(exc))}</b>"
+                      f"<b>{html.escape(readable(exc), quote=False)}</b>"
                       f"<details><summary>details</summary><pre style='font-size:11px'>{trace}</pre></details></div>")
 
     def clear(self) -> None:

@@ -42,7 +42,7 @@ class TrainingDashboard(Callback):
         self.curves: dict[str, dict[str, tuple[list, list]]] = {}   # run → metric → (steps, values)
         self.snapshots: dict[str, list[dict]] = {}                   # run → [{step, gates, attention}]
         self.run: str | None = None
-        self._last_draw = 0.0
+        self._last_draw = float("-inf")   # the first step is drawn at once
         self.snapshot_slider = widgets.IntSlider(value=0, min=0, max=0, description="snapshot", disabled=True,
                                                  continuous_update=True, layout=widgets.Layout(width="60%"))
         self.snapshot_label = widgets.Label("gates: no snapshot yet")

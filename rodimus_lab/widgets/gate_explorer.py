@@ -36,7 +36,7 @@ class GateExplorer:
         names = list(inputs) + ([TYPE_YOUR_OWN] if tokenizer is not None else [])
         self.source = widgets.Dropdown(options=names, value=names[0], description="input")
         self.text = widgets.Text(placeholder="type a text and press Enter", layout=widgets.Layout(width="50%"),
-                                 disabled=True)
+                                 disabled=True, continuous_update=False)
         self.layer = widgets.Dropdown(options=mixers, value=layer if layer in mixers else mixers[0], description="layer")
         self.token = widgets.IntSlider(value=0, min=0, max=0, description="token", continuous_update=True)
         self.play = widgets.Play(interval=400, min=0, max=0, step=1, description="play")
@@ -45,7 +45,7 @@ class GateExplorer:
         self.readout = widgets.HTML()
         self.figures = widgets.VBox()
         self.source.observe(self._on_source, names="value")
-        self.text.on_submit(self._on_text)
+        self.text.observe(self._on_text, names="value")
         self.layer.observe(self._on_layer, names="value")
         self.token.observe(self._on_token, names="value")
         self.widget = widgets.VBox([widgets.HBox([self.source, self.text, self.layer]),
@@ -155,7 +155,7 @@ class GateExplorer:
             self._load(self.inputs[change["new"]], self.labels.get(change["new"]))
 
     @guarded
-    def _on_text(self, _widget) -> None:
+    def _on_text(self, _change) -> None:
         if not self.text.value.strip():
             raise ValueError("the text is empty: type something first")
         self._load(self.text.value)
