@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from rodimus_lab.bench.decode import analytic_state_bytes, bench_configs, format_table, main, run, summary
+from rodimus_lab.bench.decode import analytic_state_bytes, bench_configs, format_table, run, summary
 from rodimus_lab.viz.decode import decode_cost
 
 CONTEXTS = [8, 40]
@@ -64,9 +64,11 @@ def test_table_and_figure_from_the_results_file(results, tmp_path):
 
 
 def test_cli_entry_writes_the_results_file(tmp_path, capsys):
+    from rodimus_lab.cli import main as cli
+
     out = tmp_path / "r.json"
-    main(["--device", "cpu", "--models", "rodimus", "--contexts", "4", "--d-model", "32", "--vocab-size", "64",
-          "--depth", "rodimus=1", "--steps", "1", "--warmup", "0", "--out", str(out)])
+    assert cli(["bench", "decode", "--device", "cpu", "--models", "rodimus", "--contexts", "4", "--d-model", "32",
+                "--vocab-size", "64", "--depth", "rodimus=1", "--steps", "1", "--warmup", "0", "--out", str(out)]) == 0
     saved = json.loads(out.read_text())
     assert [r["context"] for r in saved["rows"]] == [4]
     assert saved["configs"]["rodimus"]["n_layers"] == 1
