@@ -73,6 +73,20 @@ def peak_mib(fn) -> float:
     return peak / 2**20
 
 
+def kernel_breakdown(step, reps: int = 10) -> list[tuple[str, float]]:
+    """(kernel name, ms per step) from the profiler: where the device time of one fwd+bwd goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            step()
+        torch.cuda.synchronize()
+    rows = [(e.key, getattr(e, "self_device_time_total", 0) / reps / 1e3) for e in prof.key_averages()]
+    return sorted((r for r in rows if r[1] > 0), key=lambda r: -r[1])
+
+
 def inputs(B, T, H, d, seed=0):
     gen = torch.Generator(device=DEVICE).manual_seed(seed)
     q, v, do = (torch.randn(B, T, H, d, device=DEVICE, generator=gen, dtype=torch.bfloat16) for _ in range(3))
@@ -154,7 +168,7 @@ def main():
     header = (f"{'T':>6} {'window':>6} | {'ours ms':>8} {'TFLOP/s':>7} | {'flex ms':>8} {'ratio':>6} | "
               f"{'sdpa+mask':>9} {'ratio':>6} | {'causal':>7} {'ratio':>6} | {'fwd/flex':>8} | "
               f"{'MiB ours':>8} {'MiB flex':>8} {'ratio':>6} | {'max |o−flex|':>12}")
-    lines = []
+    lines, profile_lines = [], []
     for T, window in ROWS:
         q, k, v, do = inputs(B, T, H, d, seed=T + window)
         qh, kh, vh, doh = (x.transpose(1, 2).contiguous() for x in (q, k, v, do))  # [B, H, T, d]
@@ -194,6 +208,16 @@ def main():
             f"{fwd_ours / fwd_flex:8.2f} | {mem['ours']:8.0f} {mem['flex']:8.0f} {mem['ours'] / mem['flex']:6.2f} | "
             f"{diff:12.2e}")
         print(lines[-1], flush=True)
+        if (T, window) == (4096, 512):
+            for name in ("ours", "flex"):
+                try:
+                    rows = kernel_breakdown(steps[name])
+                except Exception as err:  # the profiler is a diagnosis, not part of the table
+                    profile_lines.append(f"{name}: profiler failed ({type(err).__name__}: {err})")
+                    continue
+                total = sum(ms for _, ms in rows)
+                profile_lines.append(f"{name}: {total:.3f} ms of kernels per fwd+bwd (wall {ms[name]:.3f} ms)")
+                profile_lines += [f"    {ms_k:7.3f} ms  {key[:90]}" for key, ms_k in rows[:6]]
         del steps, mask, block_mask
         torch.cuda.empty_cache()
 
@@ -202,6 +226,8 @@ def main():
         print("tiles:", ska.TUNING)
     print(header)
     print("\n".join(lines))
+    print(f"\nprofile at T=4096, window=512 (device time per fwd+bwd, top kernels):")
+    print("\n".join(profile_lines))
 
 
 if __name__ == "__main__":

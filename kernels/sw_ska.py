@@ -11,6 +11,7 @@ Where the work runs:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -42,8 +43,14 @@ def _on_triton(x: torch.Tensor) -> bool:
     return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def _tiles(kernel: str, head_dim: int, dtype: torch.dtype, device: torch.device) -> Tiles:
-    """Tile shapes: small under the interpreter (fewer numpy ops), Hopper-sized on GPU.
+# Fastest of a sweep on an H200 (bf16, d=128, T=4096, windows 128 and 512; docs/benchmarks.md).
+GPU_TILES = {"fwd": Tiles(64, 32, 4, 3), "dq": Tiles(64, 64, 4, 2), "dkdv": Tiles(64, 32, 4, 3)}
+# float32 tiles take twice the shared memory; (64, 32) keeps every kernel under Hopper's 227 KiB at d=128.
+GPU_TILES_FP32 = Tiles(64, 32, 4, 2)
+
+
+def _tiles(kernel: str, dtype: torch.dtype, device: torch.device) -> Tiles:
+    """Tile shapes: small under the interpreter (fewer numpy ops), swept ones on GPU.
 
     fwd and dq tile (queries, keys); dkdv tiles (keys, queries). cols must divide rows.
     """
@@ -51,22 +58,22 @@ def _tiles(kernel: str, head_dim: int, dtype: torch.dtype, device: torch.device)
         return TUNING[kernel]
     if device.type != "cuda":
         return Tiles(32, 16)
-    wide = dtype == torch.float32 or head_dim > 64  # less shared memory per row
-    if kernel == "fwd":
-        return Tiles(128, 64, 8, 3) if dtype != torch.float32 else Tiles(64, 32, 4, 2)
-    if kernel == "dq":
-        return Tiles(64, 64, 4, 2) if wide else Tiles(128, 64, 8, 2)
-    return Tiles(64, 64, 4, 2) if wide else Tiles(128, 64, 8, 2)
+    return GPU_TILES_FP32 if dtype == torch.float32 else GPU_TILES[kernel]
+
+
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 def _dkdv_groups(batch: int, key_blocks: int, heads: int, device: torch.device) -> int:
-    """Head groups of the dK/dV kernel: 1 (dK summed entirely in registers) unless the grid would leave
-    most of the GPU idle; then a few groups, each writing a float32 partial dK [B, T, D]."""
+    """Head groups of the dK/dV kernel: 1 (dK summed entirely in registers) unless the grid would
+    leave most of the GPU idle; then a few groups, each writing a float32 partial dK [B, T, D]."""
     if "dkdv_groups" in TUNING:
         return min(TUNING["dkdv_groups"], heads)
     if device.type != "cuda":
         return 1
-    programs_wanted = 2 * torch.cuda.get_device_properties(device).multi_processor_count
+    programs_wanted = _multiprocessors(device.index if device.index is not None else torch.cuda.current_device())
     return max(1, min(heads, programs_wanted // max(batch * key_blocks, 1)))
 
 
@@ -174,7 +181,7 @@ def _cdiv(a: int, b: int) -> int:
 
 
 def _precision(dtype):
-    return "ieee" if dtype == torch.float32 else "tf32"  # tf32 is ignored for 16-bit inputs
+    return "tf32x3" if dtype == torch.float32 else "tf32"  # tf32 is ignored for 16-bit inputs
 
 
 def _launch(kernel, grid, tiles: Tiles, *args, **constexprs):
@@ -183,7 +190,7 @@ def _launch(kernel, grid, tiles: Tiles, *args, **constexprs):
 
 def _forward(q, k, v, window, scale):
     B, T, H, d = q.shape
-    tiles = _tiles("fwd", d, q.dtype, q.device)
+    tiles = _tiles("fwd", q.dtype, q.device)
     o = torch.empty_like(q)
     lse = torch.empty(B, H, T, device=q.device, dtype=torch.float32)
     grid = (H, _cdiv(T, tiles.rows), B)
@@ -200,12 +207,12 @@ def _backward(do, q, k, v, o, lse, window, scale):
             HEAD_DIM=d, BLOCK_M=64)
 
     dq = torch.empty_like(q)
-    tiles = _tiles("dq", d, q.dtype, q.device)
+    tiles = _tiles("dq", q.dtype, q.device)
     _launch(kern._bwd_dq, (H, _cdiv(T, tiles.rows), B), tiles, q, k, v, do, lse, delta, dq,
             T, H, window, scale * LOG2E, scale,
             HEAD_DIM=d, BLOCK_M=tiles.rows, BLOCK_N=tiles.cols, PRECISION=_precision(q.dtype))
 
-    tiles = _tiles("dkdv", d, q.dtype, q.device)
+    tiles = _tiles("dkdv", q.dtype, q.device)
     key_blocks = _cdiv(T, tiles.rows)
     groups = _dkdv_groups(B, key_blocks, H, q.device)
     heads_per_group = _cdiv(H, groups)
