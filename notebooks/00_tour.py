@@ -43,7 +43,7 @@ seed_everything(0)
 # Two layers; each has a Rodimus flow (DDTS state of n × m numbers) and sliding-window shared-key attention.
 
 # %%
-task = mqar_preset("demo", num_train=2_000, num_test=200, seq_len=32, num_kv_pairs=4, vocab_size=64) if FAST \
+task = mqar_preset("demo", num_train=1_000, num_test=64, seq_len=32, num_kv_pairs=4, vocab_size=64) if FAST \
     else mqar_preset("demo")
 config = ModelConfig(vocab_size=task.vocab_size, d_model=32 if FAST else 64, n_layers=2, block="rodimus_plus",
                      mem_size=8 if FAST else 16, n_heads=2, window=8)
@@ -80,7 +80,7 @@ print("labels are the values of the queried keys ✓")
 # The library's `Trainer` (AdamW, warmup + cosine, gradient clipping, periodic evaluation).
 
 # %%
-steps = 40 if FAST else 600
+steps = 30 if FAST else 600
 trainer = Trainer(model, train, test, TrainConfig(max_steps=steps, batch_size=16 if FAST else 64, lr=3e-3,
                                                   warmup_steps=steps // 10, eval_every=steps // 4, progress=not FAST))
 history = trainer.fit()

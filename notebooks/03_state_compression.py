@@ -58,10 +58,10 @@ print(f"the Transformer's cache passes the Rodimus state after {crossover} token
 # The recall task makes the state's job concrete: store key → value pairs, answer queries later.
 
 # %%
-task = mqar_preset("demo", num_train=2_000, num_test=200, seq_len=32, num_kv_pairs=4, vocab_size=64) if FAST \
+task = mqar_preset("demo", num_train=1_000, num_test=64, seq_len=32, num_kv_pairs=4, vocab_size=64) if FAST \
     else mqar_preset("demo")
 train, test = make_mqar_splits(task, seed=0)
-steps = 30 if FAST else 600
+steps = 20 if FAST else 600
 
 
 def train_rodimus(mem_size: int):
