@@ -325,3 +325,20 @@ def test_selection_curves_overlay_a_models_gates():
     np.testing.assert_allclose(points[1].y, gates["alpha_hat"].reshape(-1).numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match="tau"):
         viz.selection_curves(observed=dict(log_alpha=torch.zeros(2, 2), alpha_hat=torch.ones(2, 2)))
+
+
+def test_use_notebook_renderer_needs_no_cdn():
+    import plotly.io as pio
+
+    before = pio.renderers.default
+    try:
+        viz.use_notebook_renderer()
+        assert pio.renderers.default == "plotly_mimetype"
+    finally:
+        pio.renderers.default = before
+
+
+def test_read_metrics_rejects_non_dicts():
+    assert viz.read_metrics([{"step": 1}]) == [{"step": 1}]
+    with pytest.raises(TypeError, match="JSONL path or an iterable of dicts"):
+        viz.read_metrics([1, 2])

@@ -9,7 +9,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from ..ddts import ddts_gates
-from .style import COLORS, SEQUENTIAL, TEMPLATE, as_array, new_figure, token_axis
+from .style import COLORS, SEQUENTIAL, TEMPLATE, as_array, token_axis
 
 __all__ = ["gate_heatmaps", "write_keep_profile", "selection_curves", "GATE_PANELS"]
 
