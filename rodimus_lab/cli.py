@@ -4,6 +4,7 @@
     rodimus-lab train --task mqar --preset L128_p8 --d-model 128 --lr 1e-3 --out runs/mqar128
     rodimus-lab train --config run.yaml --max-steps 2000          # a file, then flags on top
     rodimus-lab train --task text --source /path/to/wikitext-103  # local files (offline)
+    rodimus-lab train --nproc 2 --task mqar --out runs/ddp        # data parallel through torchrun
     rodimus-lab eval --checkpoint runs/mqar128
     rodimus-lab generate --checkpoint runs/wt103 --prompt "The history of" --top-p 0.9
     rodimus-lab info --d-model 2048 --n-layers 48 --context 4096
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from . import ModelConfig, RodimusLM, cache_bytes, seed_everything
+from . import ModelConfig, RodimusLM, cache_bytes, distributed, seed_everything
 from .checkpoint import CheckpointError, load_checkpoint
 from .data.recipe import DataConfig, build_data, data_vocab_size
 from .data.text import DataUnavailableError
@@ -44,7 +45,7 @@ DEMO = {
               "eval_batch_size": 250, "stop_at_accuracy": 0.995, "weight_decay": 0.1, "out_dir": "runs/demo"},
     "data": {"task": "mqar", "preset": "demo"},
 }
-
+DEMO_THREADS = 1
 
 # ------------------------------------------------------------------------------ configs
 
@@ -134,30 +135,55 @@ def _flags(args) -> dict:
 def _build_run(base: dict | None, args) -> tuple[Trainer, dict]:
     cfg = resolve_configs(base, args.config, _flags(args))
     data_cfg, train_cfg = cfg["data"], cfg["train"]
+    _model_config(cfg["model_fields"], data_vocab_size(data_cfg))   # a bad model field fails before any work
+    info = distributed.setup(train_cfg.device)   # under torchrun: join the process group (else a no-op)
+    distributed.check_global_batch(train_cfg.batch_size, train_cfg.grad_accum, info.world_size)
     seed_everything(train_cfg.seed)
-    train, test, tokenizer = build_data(data_cfg)
+    with distributed.main_first():   # rank 0 fills the tokenizer/token caches, the others read them
+        train, test, tokenizer = build_data(data_cfg)
     model_cfg = _model_config(cfg["model_fields"], data_vocab_size(data_cfg, tokenizer))
     model = RodimusLM(model_cfg)
     meta = {"data": data_cfg.to_dict()}
     if tokenizer is not None:
-        meta["tokenizer"] = {"name": tokenizer.name, "path": str(tokenizer.path) if tokenizer.path else None}
+        meta["tokenizer"] = {"name": tokenizer.name, "path": str(Path(tokenizer.path).resolve()) if tokenizer.path else None}
     trainer = Trainer(model, train, test, train_cfg, meta=meta)
     return trainer, cfg
 
 
 def cmd_train(args) -> int:
+    if args.nproc is not None:
+        return _launch_torchrun(args)
     trainer, cfg = _build_run(None, args)
     if trainer.out_dir is None:
         raise ValueError("train needs an output folder: --out runs/NAME")
+    say = print if trainer.is_main else (lambda *a, **k: None)
     if args.resume:
         meta = trainer.resume()
-        print(f"resumed from {meta['path']} at step {trainer.step}")
+        say(f"resumed from {meta['path']} at step {trainer.step}")
     c = trainer.model.config
-    print(f"model: {c.block}, d_model {c.d_model}, {c.n_layers} layers, "
-          f"{trainer.model.num_parameters():,} parameters; writing to {trainer.out_dir}")
+    say(f"model: {c.block}, d_model {c.d_model}, {c.n_layers} layers, "
+        f"{trainer.model.num_parameters():,} parameters; writing to {trainer.out_dir}"
+        + (f"; {trainer.world_size} processes" if trainer.world_size > 1 else ""))
     trainer.fit()
-    _print_eval(trainer.history)
+    if trainer.is_main:
+        _print_eval(trainer.history)
     return 0
+
+
+def _launch_torchrun(args) -> int:
+    """``train --nproc N``: check the configs here, then run the same flags under torchrun."""
+    train_args, skip = [], False
+    for a in args.argv[1:]:   # argv[0] is "train"; every flag but --nproc goes on
+        if not (skip or a.startswith("--nproc=") or a == "--nproc"):
+            train_args.append(a)
+        skip = a == "--nproc"
+    command = distributed.torchrun_command(args.nproc, train_args)   # checks --nproc
+    cfg = resolve_configs(None, args.config, _flags(args))
+    distributed.check_global_batch(cfg["train"].batch_size, cfg["train"].grad_accum, args.nproc)
+    if cfg["train"].out_dir is None:
+        raise ValueError("train needs an output folder: --out runs/NAME")
+    print(" ".join(command), flush=True)
+    return distributed.launch(command)
 
 
 def _print_eval(history) -> None:
@@ -281,11 +307,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train a small Rodimus on MQAR (CPU, ~2 min) and write an HTML report")
     p.add_argument("--fast", action="store_true", help="a few seconds' smoke run (low accuracy)")
     p.add_argument("--steps", dest="train.max_steps", type=int, default=None, help="training steps (= --max-steps)")
+    p.add_argument("--threads", type=int, default=DEMO_THREADS,
+                   help=f"CPU threads for torch (default {DEMO_THREADS}: the demo's small ops gain little from more, "
+                        "and lose a lot when other work shares the cores)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train a model on MQAR or text")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="data-parallel processes on this host (one per GPU): runs this command under torchrun")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -321,7 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv   # `train --nproc` hands the same flags on to torchrun
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except (ValueError, CheckpointError, DataUnavailableError) as e:

@@ -53,13 +53,16 @@ class DataConfig:
         return cls(**d)
 
 
+def _preset(cfg: DataConfig):
+    overrides = {k: getattr(cfg, k) for k in ("seq_len", "num_kv_pairs", "num_train", "num_test", "vocab_size")
+                 if getattr(cfg, k) is not None}
+    return mqar_preset(cfg.preset, **overrides)
+
+
 def build_data(cfg: DataConfig):
     """(train, eval, tokenizer): MQARSplits and None for "mqar", TokenBlocks and the tokenizer for "text"."""
     if cfg.task == "mqar":
-        overrides = {k: getattr(cfg, k) for k in ("seq_len", "num_kv_pairs", "num_train", "num_test", "vocab_size")
-                     if getattr(cfg, k) is not None}
-        preset = mqar_preset(cfg.preset, **overrides)
-        train, test = make_mqar_splits(preset, seed=cfg.data_seed)
+        train, test = make_mqar_splits(_preset(cfg), seed=cfg.data_seed)
         return train, test, None
     from .text import load_text_data
 
@@ -72,7 +75,7 @@ def build_data(cfg: DataConfig):
 def data_vocab_size(cfg: DataConfig, tokenizer=None) -> int:
     """The vocabulary a model needs for this data (the tokenizer's, once a text run has one)."""
     if cfg.task == "mqar":
-        return mqar_preset(cfg.preset, **({"vocab_size": cfg.vocab_size} if cfg.vocab_size else {})).vocab_size
+        return _preset(cfg).vocab_size
     if tokenizer is not None:
         return tokenizer.vocab_size
     return 50257 if cfg.tokenizer == "gpt2" else (cfg.vocab_size or 8192)
