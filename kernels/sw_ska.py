@@ -202,13 +202,10 @@ def _forward(q, k, v, window, scale):
 def _backward(do, q, k, v, o, lse, window, scale):
     B, T, H, d = q.shape
     kern = _kernels()
-    delta = torch.empty_like(lse)
-    _launch(kern._bwd_delta, (H, _cdiv(T, 64), B), Tiles(64, 64), o, do, delta, T, H,
-            HEAD_DIM=d, BLOCK_M=64)
-
+    delta = torch.empty_like(lse)  # written by _bwd_dq, read by _bwd_dkdv
     dq = torch.empty_like(q)
     tiles = _tiles("dq", q.dtype, q.device)
-    _launch(kern._bwd_dq, (H, _cdiv(T, tiles.rows), B), tiles, q, k, v, do, lse, delta, dq,
+    _launch(kern._bwd_dq, (H, _cdiv(T, tiles.rows), B), tiles, q, k, v, o, do, lse, delta, dq,
             T, H, window, scale * LOG2E, scale,
             HEAD_DIM=d, BLOCK_M=tiles.rows, BLOCK_N=tiles.cols, PRECISION=_precision(q.dtype))
 

@@ -9,8 +9,8 @@ Every loop over key (or query) blocks is split in three: blocks cut by the windo
 
     _fwd          one query block of one head per program; heads vary fastest in the grid, so the
                   programs that run together read the same K tiles (from L2).
-    _bwd_delta    delta = rowsum(dO · O).
-    _bwd_dq       one query block of one head per program.
+    _bwd_dq       one query block of one head per program; also writes delta = rowsum(dO · O) of its
+                  rows, which _bwd_dkdv (launched after it) reads.
     _bwd_dkdv     one key block per program: K is loaded once, the program loops over its heads and
                   the query blocks in the window, writes dV per head and sums dK over the heads in
                   registers (deterministic; no per-head dK in memory).
@@ -124,20 +124,6 @@ def _fwd(Q, K, V, O, LSE, T, H, W, qk_scale,
 
 # ---------------------------------------------------------------------------------------- backward
 
-@triton.jit(do_not_specialize=["T", "H"])
-def _bwd_delta(O, DO, DELTA, T, H, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
-    h = tl.program_id(0)
-    m0 = tl.program_id(1) * BLOCK_M
-    b = tl.program_id(2).to(tl.int64)
-    stride_t = H * HEAD_DIM
-    base = b * T * stride_t + h * HEAD_DIM
-    offs_m = m0 + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    o = _load_rows(O + base, offs_m, offs_d, stride_t, T, True).to(tl.float32)
-    do = _load_rows(DO + base, offs_m, offs_d, stride_t, T, True).to(tl.float32)
-    tl.store(DELTA + (b * H + h) * T + offs_m, tl.sum(o * do, 1), mask=offs_m < T)
-
-
 @triton.jit
 def _dq_inner(dq, q, do, lse, delta, k_ptr, v_ptr, offs_m, offs_d, start, end, T, W, stride_vt, qk_scale,
               HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr):
@@ -155,7 +141,7 @@ def _dq_inner(dq, q, do, lse, delta, k_ptr, v_ptr, offs_m, offs_d, start, end, T
 
 
 @triton.jit(do_not_specialize=["T", "H", "W"])
-def _bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, T, H, W, qk_scale, scale,
+def _bwd_dq(Q, K, V, O, DO, LSE, DELTA, DQ, T, H, W, qk_scale, scale,
             HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
     h = tl.program_id(0)
     m0 = tl.program_id(1) * BLOCK_M
@@ -171,7 +157,9 @@ def _bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, T, H, W, qk_scale, scale,
     q = _load_rows(Q + q_base, offs_m, offs_d, stride_t, T, True)
     do = _load_rows(DO + q_base, offs_m, offs_d, stride_t, T, True)
     lse = tl.load(LSE + (b * H + h) * T + offs_m, mask=in_seq, other=0.0)
-    delta = tl.load(DELTA + (b * H + h) * T + offs_m, mask=in_seq, other=0.0)
+    o = _load_rows(O + q_base, offs_m, offs_d, stride_t, T, True)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + (b * H + h) * T + offs_m, delta, mask=in_seq)  # for _bwd_dkdv, launched next
 
     dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     lo, full_lo, full_hi, hi = _key_ranges(m0, T, W, BLOCK_M, BLOCK_N)
