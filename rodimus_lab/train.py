@@ -6,9 +6,11 @@ The trainer knows a model only through ``model(input_ids, labels=...)`` (an ``LM
 make up step ``s`` is a pure function of (seed, s) — an epoch-wise permutation — so resuming
 needs no data-loader state and stopping-then-resuming repeats the uninterrupted run exactly.
 
-Ready for data parallelism: ``rank`` / ``world_size`` pick a rank's share of every batch, and
-only rank 0 (``is_main``) writes files or shows progress; wrapping ``trainer.model`` in
-DistributedDataParallel and averaging the logged loss is what is left to add.
+Data parallel under torchrun (``rodimus_lab.distributed``): the Trainer joins the process group,
+wraps the model in DistributedDataParallel, and each rank takes ``batch_size / world_size`` of
+every global batch; the logged loss is the mean over ranks, and only rank 0 (``is_main``) writes
+files or shows progress. As the data order depends on the global step only, a checkpoint resumes
+with any number of processes.
 
 Callbacks receive ``(metrics, trainer)``: ``on_step`` after every optimizer step, ``on_eval``
 after every evaluation, ``on_end`` once with the final summary. Set ``trainer.should_stop`` to
@@ -30,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from .data.mqar import IGNORE, MQARSplit, mqar_example_accuracy
 
@@ -201,16 +204,22 @@ class Trainer:
     """
 
     def __init__(self, model: torch.nn.Module, train_data, eval_data=None, config: TrainConfig | None = None,
-                 callbacks=(), *, meta: dict | None = None, rank: int = 0, world_size: int = 1):
+                 callbacks=(), *, meta: dict | None = None, rank: int | None = None,
+                 world_size: int | None = None):
         if len(train_data) == 0:
             raise ValueError("train_data is empty")
         self.config = config if config is not None else TrainConfig()
+        if world_size is None:   # under torchrun: join its process group; a plain process: rank 0 of 1
+            info = distributed.setup(self.config.device)
+            rank, world_size = info.rank, info.world_size
+        distributed.check_global_batch(self.config.batch_size, self.config.grad_accum, world_size)
         self.device = resolve_device(self.config.device)
         self.model = model.to(self.device)
+        self.ddp_model = distributed.wrap_model(self.model, self.device)   # what train_step runs
         self.train_data, self.eval_data = train_data, eval_data
         self.callbacks = list(callbacks)
         self.meta = meta or {}
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size = rank or 0, world_size
         c = self.config
         self.optimizer = torch.optim.AdamW(param_groups(self.model, c.weight_decay), lr=c.lr,
                                            betas=(c.beta1, c.beta2))
@@ -252,12 +261,17 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_total = 0.0
-        for micro in self.batch_indices(self.step).chunk(c.grad_accum):
+        micros = self.batch_indices(self.step).chunk(c.grad_accum)
+        for i, micro in enumerate(micros):
             x, y = self.train_data[micro]
-            with _autocast(c.precision, self.device):
-                loss = self.model(x.to(self.device), labels=y.to(self.device)).loss
-            (loss / c.grad_accum).backward()
+            # DDP averages gradients over ranks on the last micro-batch's backward only
+            sync = i == len(micros) - 1 or self.ddp_model is self.model
+            with contextlib.nullcontext() if sync else self.ddp_model.no_sync():
+                with _autocast(c.precision, self.device):
+                    loss = self.ddp_model(x.to(self.device), labels=y.to(self.device)).loss
+                (loss / c.grad_accum).backward()
             loss_total += loss.item() / c.grad_accum
+        loss_total = distributed.all_reduce_mean(loss_total, self.device)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip if c.grad_clip > 0 else float("inf"))
         self.optimizer.step()
@@ -336,11 +350,13 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         if self.out_dir is None:
             raise ValueError("save_checkpoint needs TrainConfig.out_dir")
-        if not self.is_main:
-            return None
-        return save_checkpoint(self.out_dir / "checkpoints", model=self.model, step=self.step,
-                               optimizer=self.optimizer, train_config=self.config.to_dict(), extra=self.meta,
-                               keep_last=self.config.keep_last)
+        path = None
+        if self.is_main:
+            path = save_checkpoint(self.out_dir / "checkpoints", model=self.model, step=self.step,
+                                   optimizer=self.optimizer, train_config=self.config.to_dict(), extra=self.meta,
+                                   keep_last=self.config.keep_last)
+        distributed.barrier()   # every rank returns once the checkpoint is on disk
+        return path
 
     def resume(self, path: str | os.PathLike | None = None) -> dict:
         """Load weights, optimizer, step and RNG states from ``path`` (default: the latest checkpoint
@@ -362,3 +378,11 @@ class Trainer:
                 tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
                 os.replace(tmp, log)
         return meta
+
+
+if __name__ == "__main__":   # torchrun --nproc_per_node=N -m rodimus_lab.train ARGS  ≡  rodimus-lab train ARGS
+    import sys
+
+    from .cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))
