@@ -37,6 +37,8 @@ from rodimus_lab.train import Trainer, TrainConfig
 
 viz.use_notebook_renderer()
 FAST = os.environ.get("RODIMUS_FAST") == "1"
+if FAST:
+    torch.set_num_threads(1)   # tiny models gain nothing from threads; on a shared CI CPU they cost
 seed_everything(0)
 TEXT = os.environ.get("RODIMUS_TEXT", "../tests/fixtures/wikitext-tiny" if FAST else "wikitext-103")
 has_train = not Path(TEXT).is_dir() or (Path(TEXT) / "wiki.train.tokens").exists()

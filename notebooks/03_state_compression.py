@@ -32,6 +32,8 @@ from rodimus_lab.train import Trainer, TrainConfig
 
 viz.use_notebook_renderer()
 FAST = os.environ.get("RODIMUS_FAST") == "1"
+if FAST:
+    torch.set_num_threads(1)   # tiny models gain nothing from threads; on a shared CI CPU they cost
 seed_everything(0)
 
 # %% [markdown]

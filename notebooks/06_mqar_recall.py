@@ -26,12 +26,16 @@
 # %%
 import os
 
+import torch
+
 from rodimus_lab import ModelConfig, RodimusLM, seed_everything, viz
 from rodimus_lab.data.mqar import make_mqar_splits, mqar_preset
 from rodimus_lab.train import Trainer, TrainConfig
 
 viz.use_notebook_renderer()
 FAST = os.environ.get("RODIMUS_FAST") == "1"
+if FAST:
+    torch.set_num_threads(1)   # tiny models gain nothing from threads; on a shared CI CPU they cost
 
 # %% [markdown]
 # ## 1. The task and the grid

@@ -28,12 +28,16 @@
 import os
 from pathlib import Path
 
+import torch
+
 from rodimus_lab import ModelConfig, RodimusLM, cache_bytes, seed_everything, viz
 from rodimus_lab.data.text import load_text_data
 from rodimus_lab.train import Trainer, TrainConfig
 
 viz.use_notebook_renderer()
 FAST = os.environ.get("RODIMUS_FAST") == "1"
+if FAST:
+    torch.set_num_threads(1)   # tiny models gain nothing from threads; on a shared CI CPU they cost
 TEXT = os.environ.get("RODIMUS_TEXT", "../tests/fixtures/wikitext-tiny" if FAST else "wikitext-103")
 has_train = not Path(TEXT).is_dir() or (Path(TEXT) / "wiki.train.tokens").exists()
 seq_len = 32 if FAST else 512
