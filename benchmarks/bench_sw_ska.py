@@ -8,12 +8,12 @@ layout; our kernel takes [B, T, H, d] with ONE key head:
     flex    torch.nn.attention.flex_attention, compiled, sliding-window BlockMask (128×128 blocks)
     sdpa    scaled_dot_product_attention with an explicit [T, T] boolean mask (the naive version)
     causal  scaled_dot_product_attention(is_causal=True) on the flash backend: full causal, no window
-Time of fwd+bwd (torch.autograd.grad, so no .grad accumulation), medians, two ways: replayed from a CUDA
-graph (triton.testing.do_bench_cudagraph: device time without host launch gaps; the main ratios) and eager
-(triton.testing.do_bench: what a training loop sees when the host is slower than the GPU). "kernels" is the
-ratio of summed kernel times from torch.profiler.
+Time of fwd+bwd (torch.autograd.grad, so no .grad accumulation), two ways: the triton.testing.do_bench
+median (wall time between events, host launch gaps included: what a training step sees when the host is
+slower than the GPU) and the sum of the step's kernel times from torch.profiler (device time alone).
 Memory: peak bytes allocated during one fwd+bwd above what was allocated before it (inputs excluded).
-TFLOP/s counts the visible (query, key) pairs: 4·d FLOPs per pair forward, 2.5× that backward.
+TFLOP/s (on the kernel time) counts the visible (query, key) pairs: 4·d FLOPs per pair forward, 2.5× that
+backward.
 --sweep first times a few tile shapes per kernel at T=4096 (windows 128 and 512) and uses the fastest.
 """
 
@@ -62,16 +62,6 @@ def bench_or_nan(fn) -> float:
         return bench(fn)
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
-        return float("nan")
-
-
-def bench_graph_or_nan(fn) -> float:
-    """Median device time of fn replayed from a CUDA graph: no host launch gaps; NaN if capture fails."""
-    try:
-        return triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median")
-    except Exception as err:  # noqa: BLE001 - a baseline that cannot be captured gets NaN, the run goes on
-        print(f"  graph capture failed: {type(err).__name__}: {str(err)[:100]}")
-        torch.cuda.synchronize()
         return float("nan")
 
 
@@ -178,9 +168,9 @@ def main():
     WINDOW["tensor"] = torch.zeros((), dtype=torch.int64, device=DEVICE)
     torch._dynamo.config.cache_size_limit = 64
 
-    header = (f"{'T':>6} {'window':>6} | {'ours ms':>7} {'TFLOP/s':>7} {'flex ms':>7} {'ratio':>5} {'sdpa+mask':>9} "
-              f"{'ratio':>5} {'causal':>6} {'ratio':>5} {'fwd':>5} | {'kernels':>7} | {'ours ms':>7} {'flex ms':>7} "
-              f"{'ratio':>5} | {'MiB ours':>8} {'MiB flex':>8} {'ratio':>5} | {'max|o-flex|':>11}")
+    header = (f"{'T':>6} {'window':>6} | {'ours ms':>7} {'flex ms':>7} {'ratio':>5} {'sdpa+mask':>9} {'ratio':>5} "
+              f"{'causal':>6} {'ratio':>5} {'fwd':>5} | {'ours ms':>7} {'TFLOP/s':>7} {'flex ms':>7} {'ratio':>5} | "
+              f"{'MiB ours':>8} {'MiB flex':>8} {'ratio':>5} | {'max|o-flex|':>11}")
     lines, profile_lines = [], []
     for T, window in ROWS:
         q, k, v, do = inputs(B, T, H, d, seed=T + window)
@@ -208,7 +198,11 @@ def main():
         }
         o_ours, o_flex = steps["ours"]()[0], steps["flex"]()[0]
         diff = (o_ours.float() - o_flex.transpose(1, 2).float()).abs().max().item()
-        eager = {name: bench_or_nan(steps[name]) for name in ("ours", "flex")}
+        ms = {name: bench_or_nan(step) for name, step in steps.items()}
+        q_, k_, v_ = (x.detach() for x in (q, k, v))
+        qh_, kh_, vh_ = (x.detach() for x in (qh, kh, vh))
+        fwd_ours = bench(lambda: sw_ska(q_, k_, v_, window=window))
+        fwd_flex = bench(lambda: flex_attend(qh_, kh_.repeat_interleave(H, dim=1), vh_))
         mem = {name: peak_mib(steps[name]) for name in ("ours", "flex")}
         kernels = {}
         for name in ("ours", "flex"):
@@ -220,29 +214,22 @@ def main():
                 continue
             kernels[name] = sum(ms_k for _, ms_k in rows)
             if (T, window) == (4096, 512):
-                profile_lines.append(f"{name}: {kernels[name]:.3f} ms of kernels per fwd+bwd "
-                                     f"(eager wall {eager[name]:.3f} ms)")
+                profile_lines.append(f"{name}: {kernels[name]:.3f} ms of kernels per fwd+bwd (wall {ms[name]:.3f} ms)")
                 profile_lines += [f"    {ms_k:7.3f} ms  {key[:90]}" for key, ms_k in rows[:6]]
-        q_, k_, v_ = (x.detach() for x in (q, k, v))
-        qh_, kh_, vh_ = (x.detach() for x in (qh, kh, vh))
-        steps["ours fwd"] = lambda: sw_ska(q_, k_, v_, window=window)
-        steps["flex fwd"] = lambda: flex_attend(qh_, kh_.repeat_interleave(H, dim=1), vh_)
-        graph = {name: bench_graph_or_nan(step) for name, step in steps.items()}
-        tflops = 3.5 * 4 * d * B * H * visible_pairs(T, window) / (graph["ours"] * 1e-3) / 1e12
+        tflops = 3.5 * 4 * d * B * H * visible_pairs(T, window) / (kernels["ours"] * 1e-3) / 1e12
         lines.append(
-            f"{T:6d} {window:6d} | {graph['ours']:7.3f} {tflops:7.0f} {graph['flex']:7.3f} "
-            f"{graph['ours'] / graph['flex']:5.2f} {graph['sdpa']:9.3f} {graph['ours'] / graph['sdpa']:5.2f} "
-            f"{graph['causal']:6.3f} {graph['ours'] / graph['causal']:5.2f} {graph['ours fwd'] / graph['flex fwd']:5.2f} | "
-            f"{kernels['ours'] / kernels['flex']:7.2f} | {eager['ours']:7.3f} {eager['flex']:7.3f} "
-            f"{eager['ours'] / eager['flex']:5.2f} | {mem['ours']:8.0f} {mem['flex']:8.0f} {mem['ours'] / mem['flex']:5.2f} | "
+            f"{T:6d} {window:6d} | {ms['ours']:7.3f} {ms['flex']:7.3f} {ms['ours'] / ms['flex']:5.2f} "
+            f"{ms['sdpa']:9.3f} {ms['ours'] / ms['sdpa']:5.2f} {ms['causal']:6.3f} {ms['ours'] / ms['causal']:5.2f} "
+            f"{fwd_ours / fwd_flex:5.2f} | {kernels['ours']:7.3f} {tflops:7.0f} {kernels['flex']:7.3f} "
+            f"{kernels['ours'] / kernels['flex']:5.2f} | {mem['ours']:8.0f} {mem['flex']:8.0f} {mem['ours'] / mem['flex']:5.2f} | "
             f"{diff:11.2e}")
         print(lines[-1], flush=True)
         del steps, mask, block_mask
         torch.cuda.empty_cache()
 
     print(f"\nSW-SKA fwd+bwd, B={B}, H={H}, d={d}, bf16; ratio = ours / baseline (lower is better)")
-    print("first block: CUDA-graph replay (device time; fwd = forward-only ratio to flex); kernels: ratio of summed")
-    print("kernel times from the profiler; second block: eager do_bench (host launch gaps included)")
+    print("first block: do_bench wall time (fwd: forward-only ratio to flex); second block: summed kernel times")
+    print("from torch.profiler (device time without host launch gaps) and TFLOP/s of ours on that time")
     if ska.TUNING:
         print("tiles:", ska.TUNING)
     print(header)
