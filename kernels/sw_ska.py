@@ -39,10 +39,6 @@ class Tiles:
 TUNING: dict = {}
 
 
-def _on_triton(x: torch.Tensor) -> bool:
-    return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
-
-
 # Fastest of a sweep on an H200 (bf16, d=128, T=4096, windows 128 and 512; docs/benchmarks.md).
 GPU_TILES = {"fwd": Tiles(64, 32, 4, 3), "dq": Tiles(64, 64, 4, 2), "dkdv": Tiles(64, 32, 4, 3)}
 # float32 tiles take twice the shared memory; (64, 32) keeps every kernel under Hopper's 227 KiB at d=128.
@@ -75,6 +71,10 @@ def _dkdv_groups(batch: int, key_blocks: int, heads: int, device: torch.device) 
         return 1
     programs_wanted = _multiprocessors(device.index if device.index is not None else torch.cuda.current_device())
     return max(1, min(heads, programs_wanted // max(batch * key_blocks, 1)))
+
+
+def _on_triton(x: torch.Tensor) -> bool:
+    return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _check(q, k, v, window):
