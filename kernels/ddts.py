@@ -228,7 +228,8 @@ class _DDTS(torch.autograd.Function):
                               STORE_DH0=ctx.has_h0, VARLEN=varlen, num_warps=warps)
         dq, dk = torch.empty_like(q), torch.empty_like(k)
         dg, dtau = torch.empty_like(g_logits), torch.empty_like(tau_logits)
-        K.ddts_bwd_chunk[(NC, H)](q, k, g_logits, tau_logits, v, do, h, dh, dq, dk, dg, dtau,
+        scratch = torch.empty(NC * H, CHUNK * CHUNK + 2 * CHUNK * BN, device=q.device, dtype=torch.float32)
+        K.ddts_bwd_chunk[(NC, H)](q, k, g_logits, tau_logits, v, do, h, dh, dq, dk, dg, dtau, scratch,
                                   cu, chunk_seq, chunk_local, ctx.scale, T, NT, H, n, m,
                                   C=CHUNK, SB=SUB, BN=BN, BM=BLOCK_M, PREC=prec, VARLEN=varlen,
                                   num_warps=_warps(n, chunk_program=True))

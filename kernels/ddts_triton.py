@@ -68,54 +68,60 @@ def _chunk_tile(tok0, eos, ih, H, N, C: tl.constexpr, BN: tl.constexpr):
 
 @triton.jit
 def _keys_and_gates(k, g, tau, base, off, mask):
-    """k̂ = k/‖k‖, ‖k‖, 1/max(‖k‖, eps), the gate pieces and log α (0 on padded rows), all fp32.
+    """k̂ = k/‖k‖, ‖k‖ and 1/max(‖k‖, eps) (kept as [..., 1]), the gate pieces and log α (0 on
+    padded rows), all fp32, for a 2-D [rows, n] or 3-D tile of offsets ``off``.
 
     Cheap enough to call twice in one program (the backward does), which keeps fewer tiles live.
     """
     kr = tl.load(k + base + off, mask=mask, other=0.0).to(tl.float32)
     gl = tl.load(g + base + off, mask=mask, other=0.0).to(tl.float32)
     tl_ = tl.load(tau + base + off, mask=mask, other=0.0).to(tl.float32)
-    norm = tl.sqrt(tl.sum(kr * kr, axis=1))
+    norm = tl.sqrt(tl.sum(kr * kr, axis=len(kr.shape) - 1, keep_dims=True))
     inv = 1.0 / tl.maximum(norm, 1e-12)
     s, log_s, t, la, ah = _gates(gl, tl_)
-    return kr * inv[:, None], norm, inv, gl, s, log_s, t, ah, tl.where(mask, la, 0.0)
+    return kr * inv, norm, inv, gl, s, log_s, t, ah, tl.where(mask, la, 0.0)
 
 
 @triton.jit
-def _intra_scores(qs, ke, b, C: tl.constexpr, SB: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr):
-    """A[i, j] = Σ_n qs_in ke_jn e^{b_in − b_jn} for j ≤ i (0 above the diagonal), without overflow.
+def _offdiag_scores(qs, ke, b, C: tl.constexpr, SB: tl.constexpr, PREC: tl.constexpr):
+    """A[i, j] = Σ_n qs_in ke_jn e^{b_in − b_jn} for the SB×SB blocks strictly below the diagonal.
 
-    Blocks below the diagonal of SB×SB sub-blocks: one matmul per block row I, both factors scaled
-    against r = b at the row before block I, so every exponent is ≤ 0. Diagonal blocks: element-wise,
-    one column j of every diagonal block per step (SB steps), the difference taken before the exp.
+    One matmul per block row I, both factors scaled against r = b at the row before block I
+    (b_i ≤ r ≤ b_j there), so every exponent is ≤ 0: no overflow, whatever the decay.
     """
     NS: tl.constexpr = C // SB
     rows = tl.arange(0, C)
-    cols_c = tl.arange(0, C)
     blk = rows // SB
     A = tl.zeros([C, C], dtype=tl.float32)
-    for I in tl.static_range(1, NS):
+    for I in range(1, NS):
         r = tl.sum(tl.where(rows[:, None] == I * SB - 1, b, 0.0), axis=0)
         qi = qs * tl.exp(tl.where((blk == I)[:, None], b - r[None, :], NEG_INF))
         kj = ke * tl.exp(tl.where((blk < I)[:, None], r[None, :] - b, NEG_INF))
-        A += tl.dot(qi, tl.trans(kj), input_precision=PREC)
-    for j in range(SB):
-        kjb = _block_row(ke, j, C, SB, BN)
-        bjb = _block_row(b, j, C, SB, BN)
-        d = tl.exp(tl.where(((rows % SB) >= j)[:, None], b - bjb, NEG_INF))
-        a_col = tl.sum(qs * kjb * d, axis=1)
-        A = tl.where(cols_c[None, :] == (blk * SB + j)[:, None], a_col[:, None], A)
+        A = tl.dot(qi, tl.trans(kj), A, input_precision=PREC)
     return A
 
 
 @triton.jit
-def _block_row(x, j, C: tl.constexpr, SB: tl.constexpr, BN: tl.constexpr):
-    """[C, BN] whose row r is row (r // SB)·SB + j of x: row j of each sub-block, broadcast over it."""
-    NS: tl.constexpr = C // SB
-    x3 = tl.reshape(x, [NS, SB, BN])
-    sel = tl.arange(0, SB)[None, :, None] == j
-    row = tl.sum(tl.where(sel, x3, 0.0), axis=1)
-    return tl.reshape(tl.broadcast_to(row[:, None, :], [NS, SB, BN]), [C, BN])
+def _diag_block(q, k, g, tau, base, row0, nrows, scale, H, N,
+                SB: tl.constexpr, BN: tl.constexpr):
+    """The SB rows of one diagonal block, re-read from memory in the two 3-D layouts a pairwise
+    product needs: (qs [SB,1,BN], b [SB,1,BN]) for the rows i and (ke [1,SB,BN], b [1,SB,BN]) for the
+    columns j, plus D = e^{b_i − b_j} (j ≤ i, else 0) [SB,SB,BN]. b is the cumsum of log α from the
+    block's own first row: only differences inside the block are used, so the offset cancels.
+    """
+    r = tl.arange(0, SB)
+    c3 = tl.arange(0, BN)[None, None, :]
+    ri = r[:, None, None]
+    rj = r[None, :, None]
+    mask_i = (row0 + ri < nrows) & (c3 < N)
+    mask_j = (row0 + rj < nrows) & (c3 < N)
+    qs = tl.load(q + base + (row0 + ri) * (H * N) + c3, mask=mask_i, other=0.0).to(tl.float32) * scale
+    _, _, _, _, _, _, _, _, la_i = _keys_and_gates(k, g, tau, base, (row0 + ri) * (H * N) + c3, mask_i)
+    khat, _, _, _, _, _, _, ah, la_j = _keys_and_gates(k, g, tau, base, (row0 + rj) * (H * N) + c3, mask_j)
+    b_i = tl.cumsum(la_i, axis=0)
+    b_j = tl.cumsum(la_j, axis=1)
+    d = tl.exp(tl.where(ri >= rj, b_i - b_j, NEG_INF))
+    return qs, khat * ah, d
 
 
 @triton.jit
@@ -136,10 +142,21 @@ def ddts_prep_fwd(q, k, g, tau, qg, kg, gc, A, cu, chunk_seq, chunk_local, scale
     tl.store(kg + base + off, (ke * tl.exp(bC[None, :] - b)).to(kg.dtype.element_ty), mask=mask)
     cols = tl.arange(0, BN)
     tl.store(gc + (ic.to(tl.int64) * H + ih) * N + cols, tl.exp(bC), mask=cols < N)
-    scores = _intra_scores(qs, ke, b, C, SB, BN, PREC)
+    scores = _offdiag_scores(qs, ke, b, C, SB, PREC)
     rows = tl.arange(0, C)
-    a_off = rows[:, None] * (H * C) + tl.arange(0, C)[None, :]
-    tl.store(A + (tok0 * (H * C) + ih * C) + a_off, scores.to(A.dtype.element_ty), mask=(rows < eos - tok0)[:, None])
+    cols_c = tl.arange(0, C)
+    nrows = eos - tok0
+    a_base = tok0 * (H * C) + ih * C
+    offdiag = (rows < nrows)[:, None] & ((rows // SB)[:, None] != (cols_c // SB)[None, :])
+    tl.store(A + a_base + rows[:, None] * (H * C) + cols_c[None, :], scores.to(A.dtype.element_ty), mask=offdiag)
+    NS: tl.constexpr = C // SB
+    ri = tl.arange(0, SB)[:, None]
+    rj = tl.arange(0, SB)[None, :]
+    for I in range(NS):   # diagonal blocks: element-wise, the difference before the exp
+        qs3, ke3, d = _diag_block(q, k, g, tau, base, I * SB, nrows, scale, H, N, SB, BN)
+        block = tl.sum(qs3 * ke3 * d, axis=2)
+        tl.store(A + a_base + (I * SB + ri) * (H * C) + I * SB + rj, block.to(A.dtype.element_ty),
+                 mask=(I * SB + ri < nrows))
 
 
 @triton.jit
@@ -243,7 +260,7 @@ def ddts_bwd_walk(qg, kg, gc, A, do, dv, dh, dht, dh0, cu, chunk_off, T, NT, H, 
 
 
 @triton.jit
-def ddts_bwd_chunk(q, k, g, tau, v, do, h, dh, dq, dk, dg, dtau, cu, chunk_seq, chunk_local,
+def ddts_bwd_chunk(q, k, g, tau, v, do, h, dh, dq, dk, dg, dtau, scratch, cu, chunk_seq, chunk_local,
                    scale, T, NT, H, N, M,
                    C: tl.constexpr, SB: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr,
                    PREC: tl.constexpr, VARLEN: tl.constexpr):
@@ -298,21 +315,30 @@ def ddts_bwd_chunk(q, k, g, tau, v, do, h, dh, dq, dk, dg, dtau, cu, chunk_seq, 
     dke = dkg * ekb
     dA = tl.where(rows[:, None] >= cols_c[None, :], dA, 0.0)
     blk = rows // SB
-    for I in tl.static_range(1, NS):
+    for I in range(1, NS):
         r = tl.sum(tl.where(rows[:, None] == I * SB - 1, b, 0.0), axis=0)
         eq = tl.exp(tl.where((blk == I)[:, None], b - r[None, :], NEG_INF))
         ek = tl.exp(tl.where((blk < I)[:, None], r[None, :] - b, NEG_INF))
         dqs += eq * tl.dot(dA, ke * ek, input_precision=PREC)
         dke += ek * tl.dot(tl.trans(dA), qs * eq, input_precision=PREC)
-    jj = tl.arange(0, SB)[None, :, None]
-    for j in range(SB):
-        kjb = _block_row(ke, j, C, SB, BN)
-        bjb = _block_row(b, j, C, SB, BN)
-        d = tl.exp(tl.where(((rows % SB) >= j)[:, None], b - bjb, NEG_INF))
-        a_col = tl.sum(tl.where(cols_c[None, :] == (blk * SB + j)[:, None], dA, 0.0), axis=1)
-        dqs += a_col[:, None] * kjb * d
-        per_block = tl.sum(tl.reshape(a_col[:, None] * qs * d, [NS, SB, BN]), axis=1)
-        dke += tl.reshape(tl.where(jj == j, per_block[:, None, :], 0.0), [C, BN])
+    # Diagonal blocks, element-wise in 3-D: dA's diagonal blocks go through this program's scratch
+    # (registers cannot be sliced), and so do the [SB, n] results (they cannot be placed into a tile).
+    scratch += (ic.to(tl.int64) * H + ih) * (C * C + 2 * C * BN)
+    tl.store(scratch + rows[:, None] * C + cols_c[None, :], dA)
+    tl.debug_barrier()
+    nrows = eos - tok0
+    r3 = tl.arange(0, SB)
+    ri = r3[:, None]
+    rj = r3[None, :]
+    cj = cols[None, :]
+    for I in range(NS):
+        qs3, ke3, d = _diag_block(q, k, g, tau, base, I * SB, nrows, scale, H, N, SB, BN)
+        dA3 = tl.load(scratch + (I * SB + r3[:, None, None]) * C + I * SB + r3[None, :, None])
+        tl.store(scratch + C * C + (I * SB + ri) * BN + cj, tl.sum(dA3 * ke3 * d, axis=1))
+        tl.store(scratch + C * C + C * BN + (I * SB + ri) * BN + cj, tl.sum(dA3 * qs3 * d, axis=0))
+    tl.debug_barrier()
+    dqs += tl.load(scratch + C * C + rows[:, None] * BN + cols[None, :])
+    dke += tl.load(scratch + C * C + C * BN + rows[:, None] * BN + cols[None, :])
 
     # ∂b_i = qs⊙∂qs − ke⊙∂ke; b_C also scales the start state and every write (∂b_C above).
     dla = tl.cumsum(qs * dqs - ke * dke, axis=0, reverse=True) + dbC[None, :]
@@ -321,8 +347,8 @@ def ddts_bwd_chunk(q, k, g, tau, v, do, h, dh, dq, dk, dg, dtau, cu, chunk_seq, 
     # k_eff = α̂ ⊙ k̂ with k̂ = k / max(‖k‖, eps)
     dah = dke * khat
     dkhat = dke * ah
-    proj = tl.where(norm > 1e-12, tl.sum(khat * dkhat, axis=1), 0.0)
-    tl.store(dk + base + off, ((dkhat - khat * proj[:, None]) * inv[:, None]).to(dk.dtype.element_ty), mask=mask)
+    proj = tl.where(norm > 1e-12, tl.sum(khat * dkhat, axis=1, keep_dims=True), 0.0)
+    tl.store(dk + base + off, ((dkhat - khat * proj) * inv).to(dk.dtype.element_ty), mask=mask)
     # log α = −s·t, α̂ = s^t, s = softplus(g), t = σ(τ); σ(g)/s → 1 where s underflows
     sig_g = tl.sigmoid(gl)
     ratio = tl.where(gl < -15.0, 1.0, sig_g / tl.where(gl < -15.0, 1.0, s))
