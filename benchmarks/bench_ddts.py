@@ -9,7 +9,8 @@ Compares, in one run on one GPU:
 Prints one table (times are medians of triton.testing.do_bench, in ms) plus the ratios.
 
     python benchmarks/bench_ddts.py                 # all shapes
-    python benchmarks/bench_ddts.py --no-fla        # without flash-linear-attention installed
+    python benchmarks/bench_ddts.py --fla decode    # fla only for decoding (chunk_gla autotunes for minutes)
+    python benchmarks/bench_ddts.py --fla none      # without flash-linear-attention installed
 """
 
 import argparse
@@ -130,13 +131,14 @@ def profile_ours(shape):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--no-fla", action="store_true", help="skip the official fla path")
+    parser.add_argument("--fla", choices=["all", "decode", "none"], default="all",
+                        help="where to compare with the official fla path")
     parser.add_argument("--no-reference", action="store_true", help="skip the PyTorch reference")
     parser.add_argument("--profile", action="store_true", help="per-kernel times of our fwd+bwd")
     args = parser.parse_args()
-    with_fla = not args.no_fla
-    fla_version = "not installed"
-    if with_fla:
+    with_fla = args.fla == "all"
+    fla_version = "not used"
+    if args.fla != "none":
         import fla
 
         fla_version = fla.__version__
@@ -163,7 +165,7 @@ def main():
         print("measured", rows[-1], flush=True)
         del x
         torch.cuda.empty_cache()
-    decode = [(b, *decode_times(b, h, n, m, with_fla)) for b, h, n, m in DECODE]
+    decode = [(b, *decode_times(b, h, n, m, args.fla != "none")) for b, h, n, m in DECODE]
 
     print("\nDDTS, bf16 inputs, fp32 logits; times in ms (median); ratio = ours / other (lower is better)")
     print(f"{'B,T,H,n,m':>22} | {'floor':>6} | {'ours fwd':>8} {'fla fwd':>8} {'ratio':>5} | "
