@@ -17,7 +17,10 @@ import torch
 
 from rodimus_lab import ModelConfig, RodimusLM, seed_everything, viz
 from rodimus_lab.attention import attention
+from rodimus_lab.data.mqar import make_mqar_splits, mqar_preset
 from rodimus_lab.ddts import ddts_gates, ddts_parallel
+from rodimus_lab.report import mqar_token_labels
+from rodimus_lab.train import Trainer, TrainConfig
 
 OUT = Path(__file__).resolve().parent / "figures"
 
@@ -56,7 +59,36 @@ def figures() -> dict:
     result = viz.probe(model, torch.randint(0, 256, (T,)))
     figs["gates_untrained"] = viz.gate_heatmaps(result.gates[0], title="DDTS gates of layer 0 (untrained model)")
     figs["state_spectrum_untrained"] = viz.state_spectrum(result.states(0), title="State spectrum, layer 0 (untrained)")
+    figs.update(trained_mqar_figures())
     return figs
+
+
+def trained_mqar_figures(steps: int = 600) -> dict:
+    """A small Rodimus+ trained on MQAR (L = 64, 4 pairs; the `rodimus-lab demo` settings, a few minutes
+    on a 2-core CPU): what its gates, state and attention look like on a test example."""
+    torch.set_num_threads(1)   # this model's ops are too small to gain from threads; on a shared CPU they cost
+    seed_everything(0)
+    task = mqar_preset("demo", num_train=10_000, num_test=256)
+    train, test = make_mqar_splits(task, seed=0)
+    config = ModelConfig(vocab_size=task.vocab_size, d_model=64, n_layers=2, block="rodimus_plus", mem_size=16,
+                         n_heads=2, window=8)
+    model = RodimusLM(config)
+    history = Trainer(model, train, test, TrainConfig(max_steps=steps, batch_size=64, lr=3e-3, warmup_steps=20,
+                                                      eval_every=50, stop_at_accuracy=0.97)).fit()
+    accuracy = [r for r in history if r["kind"] == "eval"][-1]["eval_accuracy"]
+    ids, labels = test[0]
+    tokens = mqar_token_labels(ids, labels, task.num_kv_pairs)
+    result = viz.probe(model.eval(), ids)
+    where = f"Rodimus+ trained on MQAR (test accuracy {accuracy:.2f})"
+    return {
+        "mqar_training": viz.training_curves(history, y=("loss", "eval_accuracy"), title=f"MQAR training: {where}"),
+        "mqar_gates": viz.gate_heatmaps({k: result.gates[0][k] for k in ("log_alpha", "alpha_hat")}, tokens,
+                                        title=f"DDTS gates, layer 0 — {where}"),
+        "mqar_write_keep": viz.write_keep_profile(result.gates[0], tokens, title=f"Write and keep per token — {where}"),
+        "mqar_state_spectrum": viz.state_spectrum(result.states(0), tokens, title=f"State spectrum, layer 0 — {where}"),
+        "mqar_sw_ska": viz.head_maps(result.attention[1], tokens, window=config.window,
+                                     title=f"SW-SKA, layer 1 — {where}"),
+    }
 
 
 def main() -> None:

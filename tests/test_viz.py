@@ -109,6 +109,9 @@ def test_head_maps_draw_every_head_and_the_window_band():
     z = heatmaps(fig)[0].z
     assert np.isnan(z[T - 1, 0]) and not np.isnan(z[T - 1, T - window])   # masked keys blank, window kept
     assert len(heatmaps(viz.head_maps(w[0]))) == H                       # [H, T, T] accepted too
+    labelled = viz.head_maps(w, tokens=[f"t{i}" for i in range(T)])
+    assert list(labelled.layout.yaxis.ticktext) == [f"t{i}" for i in range(T)]
+    assert labelled.layout.yaxis.tickangle == 0 and labelled.layout.xaxis.tickangle == -90
     with pytest.raises(ValueError, match="weights must be"):
         viz.head_maps(torch.zeros(T, T))
     with pytest.raises(ValueError, match="head_names"):

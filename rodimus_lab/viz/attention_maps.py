@@ -68,8 +68,9 @@ def attention_matrix(attn, tokens=None, *, title: str = "Implicit attention matr
         template=TEMPLATE, title=title, height=560, width=620,
         coloraxis=dict(colorscale="RdBu_r" if signed else SEQUENTIAL,
                        cmin=-bound if signed else None, cmax=bound if signed else None),
-        xaxis=dict(title="key j", constrain="domain", **(token_axis(tokens, T) or {})),
-        yaxis=dict(title="query i", autorange="reversed", scaleanchor="x", **(token_axis(tokens, T) or {})),
+        xaxis=dict(title="key j", constrain="domain", showgrid=False) | (token_axis(tokens, T) or {}),
+        yaxis=dict(title="query i", autorange="reversed", scaleanchor="x", showgrid=False)
+        | (token_axis(tokens, T, axis="y") or {}),
     )
     return fig
 
@@ -99,9 +100,11 @@ def head_maps(weights, tokens=None, *, window: int | None = None, title: str = "
         fig.add_trace(_heatmap(w[h], name=names[h], blank_zeros=True), row=r, col=c)
         if window is not None:
             _window_band(fig, T_q, window, row=r, col=c)
-    ticks = token_axis(tokens, T_q) or {}
-    fig.update_yaxes(autorange="reversed", **ticks)
-    fig.update_xaxes(**ticks)
+    fig.update_yaxes(autorange="reversed", showgrid=False)
+    fig.update_xaxes(showgrid=False)
+    if tokens is not None:
+        fig.update_yaxes(**token_axis(tokens, T_q, axis="y"))
+        fig.update_xaxes(**token_axis(tokens, T_q))
     fig.update_layout(template=TEMPLATE, title=title, height=120 + 260 * rows, width=120 + 250 * cols,
                       coloraxis=dict(colorscale=SEQUENTIAL, cmin=0, cmax=float(w.max())))
     return fig
@@ -132,8 +135,8 @@ def layout_maps(maps: dict, *, window: int | None = None, heads: int = 4,
             fig.add_trace(_heatmap(a[h], blank_zeros=True), row=r, col=h + 1)
             if window is not None:
                 _window_band(fig, T, window, row=r, col=h + 1)
-    fig.update_yaxes(autorange="reversed", showticklabels=False)
-    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(autorange="reversed", showticklabels=False, showgrid=False)
+    fig.update_xaxes(showticklabels=False, showgrid=False)
     cmax = max(float(a.max()) for a in arrays.values())
     fig.update_layout(template=TEMPLATE, title=title, height=100 + 230 * len(arrays), width=140 + 230 * cols,
                       coloraxis=dict(colorscale=SEQUENTIAL, cmin=0, cmax=cmax))

@@ -65,10 +65,11 @@ def as_array(x, name: str, ndim: int | tuple[int, ...], layout: str) -> np.ndarr
     return x.astype(np.float64)
 
 
-def token_axis(tokens, length: int, name: str = "tokens") -> dict | None:
+def token_axis(tokens, length: int, name: str = "tokens", axis: str = "x") -> dict | None:
     """Tick settings that label positions 0..length−1 with tokens (None: plain positions).
 
-    Positions stay numeric, so repeated tokens do not collapse onto one category.
+    Positions stay numeric, so repeated tokens do not collapse onto one category. x labels stand
+    upright (-90°) so that neighbours never overlap; y labels read horizontally.
     """
     if tokens is None:
         return None
@@ -76,8 +77,8 @@ def token_axis(tokens, length: int, name: str = "tokens") -> dict | None:
     if len(tokens) != length:
         raise ValueError(f"{name} has {len(tokens)} labels but the data has {length} positions")
     step = max(1, length // 48)   # keep labels legible on long sequences
-    return dict(tickmode="array", tickvals=list(range(0, length, step)),
-                ticktext=[_printable(t) for t in tokens[::step]], tickangle=-60)
+    return dict(tickmode="array", tickvals=list(range(0, length, step)), ticktext=[_printable(t) for t in tokens[::step]],
+                tickangle=-90 if axis == "x" else 0, tickfont=dict(size=10 if length <= 32 else 8), showgrid=False)
 
 
 def _printable(token: str) -> str:
