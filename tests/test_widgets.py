@@ -9,17 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from plotly.callbacks import Points
 
-pytest.importorskip("ipywidgets", reason="the widgets need the lab extra: pip install -e '.[lab]'")
-
-from plotly.callbacks import Points  # noqa: E402
-
-from rodimus_lab import ModelConfig, RodimusLM  # noqa: E402
-from rodimus_lab.train import TrainConfig, Trainer  # noqa: E402
-from rodimus_lab.widgets import (AblationLab, AttentionExplorer, GateExplorer, RunCache,  # noqa: E402
-                                 TrainingDashboard, run_key)
-from rodimus_lab.widgets import runs as runs_module  # noqa: E402
-from rodimus_lab.widgets.runs import Task  # noqa: E402
+from rodimus_lab import ModelConfig, RodimusLM
+from rodimus_lab.train import TrainConfig, Trainer
+from rodimus_lab.widgets import AblationLab, AttentionExplorer, GateExplorer, RunCache, TrainingDashboard, run_key
+from rodimus_lab.widgets import runs as runs_module
+from rodimus_lab.widgets.runs import Task
 
 
 def tiny_lab(**kwargs) -> AblationLab:

@@ -15,6 +15,7 @@ import csv
 import html
 import io
 import json
+import time
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -33,18 +34,23 @@ LAB_PRESETS = tuple(name for name in MQAR_PRESETS if MQAR_PRESETS[name].seq_len 
 
 
 class _Progress(Callback):
-    """Moves the lab's progress bar."""
+    """Moves the lab's progress bar, at most every ``min_interval`` seconds (one message per
+    step would flood the browser on fast runs)."""
 
-    def __init__(self, bar: widgets.IntProgress):
-        self.bar = bar
+    def __init__(self, bar: widgets.IntProgress, min_interval: float):
+        self.bar, self.min_interval, self._last = bar, min_interval, float("-inf")
 
     def on_step(self, metrics, trainer):
+        if time.monotonic() - self._last >= self.min_interval:
+            self.bar.value, self._last = metrics["step"], time.monotonic()
+
+    def on_end(self, metrics, trainer):
         self.bar.value = metrics["step"]
 
 
 class AblationLab:
     def __init__(self, *, cache_dir: str | None = None, export_dir: str = ".", probe_every: int = 10,
-                 min_interval: float = 0.5):
+                 min_interval: float = 1.0):
         self.cache = RunCache(cache_dir)
         self.export_dir = Path(export_dir)
         self.results: list[RunResult] = []
@@ -225,7 +231,7 @@ class AblationLab:
         self.dashboard.tokens = mqar_token_roles(test.inputs[0], test.labels[0], test.num_kv_pairs)
         self.dashboard.start_run(label)
         self.progress.max, self.progress.value = train_config.max_steps, 0
-        result = yield from train_run(name, task, config, train_config, [self.dashboard, _Progress(self.progress)],
+        result = yield from train_run(name, task, config, train_config, [self.dashboard, _Progress(self.progress, self.min_interval)],
                                       splits=(train, test), should_stop=lambda: self._stop_requested)
         self.cache.put(result)
         self._add_result(result)

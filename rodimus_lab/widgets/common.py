@@ -71,6 +71,9 @@ def guarded(method):
     return wrapper
 
 
+LOOP_TURNS_PER_STEP = 20
+
+
 def run_stepwise(steps: Iterator) -> asyncio.Task | None:
     """Drive ``steps`` to its end, yielding to the event loop after every item.
 
@@ -87,7 +90,11 @@ def run_stepwise(steps: Iterator) -> asyncio.Task | None:
 
     async def drive():
         for _ in steps:
-            await asyncio.sleep(0)   # let the kernel process widget messages (Stop, sliders)
+            # Let the kernel process widget messages (Stop, sliders, plotly's replies). One incoming
+            # message takes several loop iterations (shell thread → main loop → dispatch), so
+            # a single sleep(0) per step lets a backlog build up on fast steps; idle turns cost µs.
+            for _ in range(LOOP_TURNS_PER_STEP):
+                await asyncio.sleep(0)
 
     return loop.create_task(drive())
 

@@ -42,6 +42,7 @@ class TrainingDashboard(Callback):
         self.curves: dict[str, dict[str, tuple[list, list]]] = {}   # run → metric → (steps, values)
         self.snapshots: dict[str, list[dict]] = {}                   # run → [{step, gates, attention}]
         self.run: str | None = None
+        self._snapshot_pending = False
         self._last_draw = float("-inf")   # the first step is drawn at once
         self.snapshot_slider = widgets.IntSlider(value=0, min=0, max=0, description="snapshot", disabled=True,
                                                  continuous_update=True, layout=widgets.Layout(width="60%"))
@@ -86,11 +87,27 @@ class TrainingDashboard(Callback):
                 ys.append(metrics[metric])
 
     def redraw(self) -> None:
-        """Push every curve to the figure in one message."""
+        """Push the curves that grew to the figure in one message, and show the newest snapshot.
+
+        Few, small messages keep the browser responsive while training, so a click on Stop
+        reaches the kernel at once.
+        """
         with self.figure.batch_update():
             for trace in self.figure.data:
                 run, metric = trace.meta
-                trace.x, trace.y = self.curves[run][metric]
+                xs, ys = self.curves[run][metric]
+                if len(trace.x or ()) != len(xs):
+                    trace.x, trace.y = xs, ys
+        if self._snapshot_pending:
+            self._snapshot_pending = False
+            newest = len(self.snapshots[self.run]) - 1
+            with self.snapshot_slider.hold_trait_notifications():
+                self.snapshot_slider.disabled = False
+                self.snapshot_slider.max = newest
+            if self.snapshot_slider.value == newest:
+                self._show_snapshot(newest)
+            else:
+                self.snapshot_slider.value = newest   # follow the newest snapshot while training
         self._last_draw = time.monotonic()
 
     # ------------------------------------------------------------------ Trainer callbacks
@@ -117,7 +134,8 @@ class TrainingDashboard(Callback):
 
     @guarded
     def on_end(self, metrics: dict, trainer) -> None:
-        if self.probe_input is not None and self.snapshots[self.run] and self.snapshots[self.run][-1]["step"] != trainer.step:
+        snaps = self.snapshots[self.run]
+        if self.probe_input is not None and snaps and snaps[-1]["step"] != trainer.step:
             self.take_snapshot(trainer.model, trainer.step)
         self.redraw()
 
@@ -130,14 +148,9 @@ class TrainingDashboard(Callback):
                 "gates": None if gates is None else {"log_alpha": gates["log_alpha"], "alpha_hat": gates["alpha_hat"]},
                 "attention": result.attention.get(self.layer)}
         self.snapshots[self.run].append(snap)
-        index = len(self.snapshots[self.run]) - 1
-        with self.snapshot_slider.hold_trait_notifications():
-            self.snapshot_slider.disabled = False
-            self.snapshot_slider.max = index
-        if index == 0:   # a new run: new figures (its sizes may differ)
+        if len(self.snapshots[self.run]) == 1:   # a new run: new figures (its sizes may differ)
             self._build_snapshot_figures(snap)
-        self.snapshot_slider.value = index   # follow the newest snapshot while training
-        self._show_snapshot(index)
+        self._snapshot_pending = True            # shown at the next (throttled) redraw
 
     def _build_snapshot_figures(self, snap: dict) -> None:
         title = f"{self.run}: layer {self.layer}"
