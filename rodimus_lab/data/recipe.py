@@ -27,6 +27,7 @@ class DataConfig:
     num_train: int | None = None
     num_test: int | None = None
     vocab_size: int | None = None      # MQAR: the preset's; text BPE: 8192 (GPT-2: always 50257)
+    random_non_queries: bool | None = None   # MQAR filler: random tokens (True) or 0 (False); None: the preset's
     data_seed: int = 0
     # text
     source: str = "wikitext-103"       # "wikitext-103", "wikitext-2" (hub) or a local folder/file
@@ -54,8 +55,8 @@ class DataConfig:
 
 
 def _preset(cfg: DataConfig):
-    overrides = {k: getattr(cfg, k) for k in ("seq_len", "num_kv_pairs", "num_train", "num_test", "vocab_size")
-                 if getattr(cfg, k) is not None}
+    fields = ("seq_len", "num_kv_pairs", "num_train", "num_test", "vocab_size", "random_non_queries")
+    overrides = {k: getattr(cfg, k) for k in fields if getattr(cfg, k) is not None}
     return mqar_preset(cfg.preset, **overrides)
 
 
