@@ -105,7 +105,8 @@ def head_maps(weights, tokens=None, *, window: int | None = None, title: str = "
     if tokens is not None:
         fig.update_yaxes(**token_axis(tokens, T_q, axis="y"))
         fig.update_xaxes(**token_axis(tokens, T_q))
-    fig.update_layout(template=TEMPLATE, title=title, height=120 + 260 * rows, width=120 + 250 * cols,
+    panel = int(np.clip(6 * T_q, 250, 480))          # long sequences get room for their token labels
+    fig.update_layout(template=TEMPLATE, title=title, height=120 + (panel + 10) * rows, width=120 + panel * cols,
                       coloraxis=dict(colorscale=SEQUENTIAL, cmin=0, cmax=float(w.max())))
     return fig
 
