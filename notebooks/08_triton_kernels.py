@@ -139,16 +139,12 @@ tables = viz.markdown_tables(open(bench_path).read()) if os.path.exists(bench_pa
 [list(t[0]) for t in tables]     # the columns of each table
 
 # %%
-numeric = [t for t in tables if any(isinstance(value, float) for value in t[0].values())]
-if numeric:
-    table = numeric[0]
-    columns = list(table[0])
-    y = next(c for c in columns if isinstance(table[0][c], float))
-    fig = viz.benchmark_figure(table, x=columns[0], y=y, title=f"4 · docs/benchmarks.md: {y}")
-else:
-    fig = None
+timed = [t for t in tables if viz.timing_columns(t, next(iter(t[0])))]   # tables with … ms / … µs columns
+figures = [viz.benchmark_figure(t, log_y=True, title=f"4 · docs/benchmarks.md, table {i + 1}") for i, t in enumerate(timed)]
+if not figures:
     print("docs/benchmarks.md has no measured table yet: run the scripts in benchmarks/ on a GPU.")
-fig
+for fig in figures:
+    fig.show()
 
 # %% [markdown]
 # **Summary.** The chunkwise form = small attention blocks + a carried state; the kernels do exactly that

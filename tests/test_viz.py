@@ -305,10 +305,28 @@ def test_benchmark_figure_groups_bars():
     rows = viz.markdown_tables(BENCH_MD)[0]
     fig = viz.benchmark_figure(rows, x="T", y="time (ms)", color="kernel")
     assert [(t.name, list(t.y)) for t in fig.data] == [("ddts", [1.5, 5.0]), ("reference", [4.8])]
+    assert viz.timing_columns(rows, "kernel") == ["time (ms)"]
     with pytest.raises(ValueError, match="not in the table"):
         viz.benchmark_figure(rows, x="T", y="throughput")
     with pytest.raises(ValueError, match="no numbers"):
         viz.benchmark_figure(viz.markdown_tables(BENCH_MD)[1], x="not", y="a number")
+    with pytest.raises(ValueError, match="no timing column"):
+        viz.benchmark_figure(viz.markdown_tables(BENCH_MD)[1])
+
+
+def test_benchmark_figure_defaults_to_the_timing_columns():
+    rows = viz.markdown_tables("""
+| T | ours ms | flex ms | ratio |
+|---|---|---|---|
+| 1024 | 0.5 | 1.0 | 0.5 |
+| 4096 | 2.0 |  | |
+""")[0]
+    fig = viz.benchmark_figure(rows)
+    assert fig.layout.xaxis.title.text == "T"
+    two_keys = viz.benchmark_figure(viz.markdown_tables("| T | W | ours ms |\n|---|---|---|\n| 8 | 2 | 1 |\n| 8 | 4 | 2 |")[0])
+    assert list(two_keys.data[0].x) == ["T 8, W 2", "T 8, W 4"]         # rows sharing T stay apart
+    assert [(t.name, list(t.x), list(t.y)) for t in fig.data] == [("ours ms", ["1024", "4096"], [0.5, 2.0]),
+                                                                  ("flex ms", ["1024"], [1.0])]
 
 
 def test_attention_matrix_outlines_chunks():

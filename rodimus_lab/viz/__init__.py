@@ -6,7 +6,7 @@ changes a model. :func:`probe` collects what a model computed on one sequence.
 
 from . import paper
 from .architecture import block_diagram
-from .benchmarks import benchmark_figure, markdown_tables
+from .benchmarks import benchmark_figure, markdown_tables, timing_columns
 from .attention_maps import attention_matrix, head_maps, layout_maps
 from .cache import memory_vs_context
 from .decode import decode_cost
@@ -20,5 +20,5 @@ __all__ = [
     "paper", "block_diagram", "attention_matrix", "head_maps", "layout_maps", "memory_vs_context",
     "gate_heatmaps", "selection_curves", "write_keep_profile", "probe", "ProbeResult", "ddts_states",
     "effective_rank", "singular_values", "state_norms", "state_spectrum", "use_notebook_renderer",
-    "compare_with_paper", "read_metrics", "training_curves", "benchmark_figure", "markdown_tables",
+    "compare_with_paper", "read_metrics", "training_curves", "benchmark_figure", "markdown_tables", "timing_columns",
 ]
