@@ -134,6 +134,9 @@ def test_ablation_lab_runs_and_stops_in_a_real_browser(lab_server):
             assert page.evaluate(LAST_STATUS) == "done"
             new_traces, new_points = page.evaluate(FIGURE)
             assert new_traces == traces + 4 and new_points > points, "the live figure did not grow"
+            # the gate snapshots follow the newest run to its last step (6 in fast mode)
+            page.wait_for_function("() => [...document.querySelectorAll('.widget-label')]"
+                                   ".some(l => /#6: step 6$/.test(l.textContent))")
             lab.screenshot(path=str(ARTIFACTS / "ablation_lab_run.png"))
 
             # a long run (n = 2, steps → 3000 with End) and Stop while it trains: the kernel takes the

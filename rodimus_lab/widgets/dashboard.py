@@ -44,8 +44,10 @@ class TrainingDashboard(Callback):
         self.run: str | None = None
         self._snapshot_pending = False
         self._last_draw = float("-inf")   # the first step is drawn at once
+        # continuous_update=False: the browser then sends only what a person picks, never an echo
+        # of a value it clamped while the kernel was moving the slider to the newest snapshot
         self.snapshot_slider = widgets.IntSlider(value=0, min=0, max=0, description="snapshot", disabled=True,
-                                                 continuous_update=True, layout=widgets.Layout(width="60%"))
+                                                 continuous_update=False, layout=widgets.Layout(width="60%"))
         self.snapshot_label = widgets.Label("gates: no snapshot yet")
         self.gate_box = widgets.Box()        # holds the gate FigureWidget once the first snapshot exists
         self.attention_box = widgets.Box()
@@ -101,13 +103,14 @@ class TrainingDashboard(Callback):
         if self._snapshot_pending:
             self._snapshot_pending = False
             newest = len(self.snapshots[self.run]) - 1
-            with self.snapshot_slider.hold_trait_notifications():
+            shown = self.snapshot_slider.value
+            # one message: a browser that got a smaller max alone would clamp the value and send it back
+            with self.snapshot_slider.hold_sync():
                 self.snapshot_slider.disabled = False
                 self.snapshot_slider.max = newest
-            if self.snapshot_slider.value == newest:
-                self._show_snapshot(newest)
-            else:
                 self.snapshot_slider.value = newest   # follow the newest snapshot while training
+            if shown == newest:                       # no change, so the observer did not draw it
+                self._show_snapshot(newest)
         self._last_draw = time.monotonic()
 
     # ------------------------------------------------------------------ Trainer callbacks

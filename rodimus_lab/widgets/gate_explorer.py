@@ -67,9 +67,9 @@ class GateExplorer:
             self.result = viz.probe(self.model, torch.as_tensor(source))
         self.tokens = list(labels) if labels is not None else self.result.tokens
         T = len(self.result.token_ids)
-        with self.token.hold_trait_notifications():
-            self.token.max = T - 1
+        with self.token.hold_sync():   # one message, so the browser never clamps and echoes back
             self.token.value = min(self.token.value, T - 1)
+            self.token.max = T - 1
         self._build()
 
     def _build(self) -> None:
