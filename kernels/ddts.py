@@ -18,9 +18,10 @@ once, everything of width n is cheap. So:
    of 64 tokens, computes softplus/sigmoid/power, the key norm and b in registers, and writes
    qg = scale·q ⊙ e^{b}, kg = k_eff ⊙ e^{b_C − b}, e^{b_C} and the 64×64 score block A. Every exponent is
    ≤ 0: A is built from 16×16 sub-blocks; a block below the diagonal is one matmul whose two factors are
-   both scaled against the b of the row just before the block row, a diagonal block is element-wise
-   with the difference b_i − b_j taken before the exp. No exp of a growing cumsum anywhere, so
-   T = 65 536 with saturated gates (log α = −30 per token) is as safe as T = 64.
+   both scaled against the b of the row just before the block row; a diagonal block is element-wise,
+   a [16, 16, n] product with the difference b_i − b_j taken before the exp, its rows re-read from
+   memory in the two 3-D layouts it needs (register tiles cannot be sliced). No exp of a growing
+   cumsum anywhere, so T = 65 536 with saturated gates (log α = −30 per token) is as safe as T = 64.
 2. ``ddts_fwd_walk`` — one program per (sequence, head, 64 value columns), walking its chunks in order.
    The state tile S [n × 64] stays in registers in fp32 for the whole sequence; per chunk it reads
    qg, kg, A (all small, shared by the value tiles through L2) and its v tile, writes its o tile, and
@@ -34,7 +35,8 @@ once, everything of width n is cheap. So:
    d(initial state).
 4. Backward, ``ddts_bwd_chunk`` — one program per (chunk, head): sweeps all value columns in 64-wide
    tiles accumulating do·hᵀ, v·dhᵀ, do·vᵀ (64×64) and Σ h⊙dh, adds the intra-chunk terms with the same
-   sub-block scheme, turns ∂b into ∂log α (reverse cumsum + the b_C terms) and chains through α̂, the key
+   sub-block scheme (the diagonal blocks of do·vᵀ and their [16, n] results pass through a small
+   per-program scratch buffer in global memory, behind a barrier), turns ∂b into ∂log α (reverse cumsum + the b_C terms) and chains through α̂, the key
    norm, softplus and sigmoid, writing dq, dk, dg_logits, dtau_logits. Gates, norm and b are recomputed
    here from q, k and the logits (cheaper than storing them); qg, kg, A, e^{b_C} and h are kept from the
    forward.
@@ -42,7 +44,8 @@ once, everything of width n is cheap. So:
 Precision: gates, norms, cumsums, the state, every accumulation and the score sub-blocks are fp32; the
 tensor-core operands (qg, kg, A, h, dh, v, do) are in the input dtype (bf16/fp16), or fp32 with IEEE
 dots for fp32 inputs. Tile sizes: C = 64, sub-block 16, BM = 64 value columns, n padded to a power of 2
-(n ≥ 16 in practice). Any T (the last chunk is masked: its padded rows have log α = 0, k = 0), any B·H,
+(n ≥ 16 in practice); 4 warps for the walks, 8 for the per-chunk programs (a dozen live [64, n] fp32
+tiles). Measured speed and what is still slow: docs/benchmarks.md, "DDTS kernels". Any T (the last chunk is masked: its padded rows have log α = 0, k = 0), any B·H,
 and ``cu_seqlens`` packing (B = 1; empty and 1-token sequences are fine) via per-chunk tables.
 
 CPU: with ``TRITON_INTERPRET=1`` set before this package is imported, CPU tensors run through these very

@@ -22,7 +22,7 @@ def _gates(g, tau):
     e = tl.exp(tl.minimum(g, 20.0))
     u = 1.0 + e
     s = tl.where(g > 20.0, g, tl.where(u == 1.0, e, tl.log(u) * (e / tl.where(u == 1.0, 1.0, u - 1.0))))
-    log_s = tl.where(g < -15.0, g, tl.log(s))
+    log_s = tl.where(g < -15.0, g, tl.log(tl.where(g < -15.0, 1.0, s)))
     t = tl.sigmoid(tau)
     return s, log_s, t, -s * t, tl.exp(t * log_s)
 
