@@ -42,7 +42,8 @@ WORK = os.path.join(tempfile.gettempdir(), "rodimus-ablation")   # run cache and
 # %% [markdown]
 # ## 1. The lab
 # The controls start at a laptop size (fast mode: a toy that trains in seconds). Pick gates in
-# *gates (variants)* — one run per selected gate — and press **Run**.
+# *gates (variants)* — one run per selected gate — and press **Run**. The task is an MQAR preset or a
+# slice of WikiText (*text source*: `wikitext-2` from the Hugging Face hub, or a local folder).
 
 # %%
 lab = AblationLab(cache_dir=None if FAST else os.path.join(WORK, "cache"), export_dir=WORK, probe_every=5 if FAST else 25)
@@ -104,7 +105,7 @@ print(csv_path, json_path)
 # Hover a token in the heatmap (or press Play) to see α, α̂ and τ there, the state's norm and spectrum.
 
 # %%
-train, test = lab.splits()
+train, test, _ = lab.data()
 roles = mqar_token_roles(test.inputs[0], test.labels[0], test.num_kv_pairs)
 explorer = GateExplorer(results[0].trained, {"MQAR test example 0": test.inputs[0]},
                         tokens={"MQAR test example 0": roles})

@@ -51,7 +51,7 @@ LAST_ROW = """() => {
   return rows.length ? [...rows[rows.length - 1].children].map(td => td.textContent) : null;
 }"""
 LAST_STATUS = f"() => ({LAST_ROW})().at(-2)"     # the columns end with status, key
-STEPS_COLUMN = 9                                  # variant, block, gate, n, conv, knorm, layout, window, two_hop, steps
+STEPS_COLUMN = 10               # variant, task, block, gate, n, conv, knorm, layout, window, two_hop, steps
 
 
 def free_port() -> int:
@@ -131,9 +131,10 @@ def test_ablation_lab_runs_and_stops_in_a_real_browser(lab_server):
             stop = page.locator("button.jupyter-button", has_text="Stop")
             run.click()
             page.wait_for_function(f"() => ({TABLE_ROWS})() === 6")       # one row per selected gate
+            # three panels per run: training loss, eval loss, eval accuracy
             assert page.evaluate(LAST_STATUS) == "done"
             new_traces, new_points = page.evaluate(FIGURE)
-            assert new_traces == traces + 4 and new_points > points, "the live figure did not grow"
+            assert new_traces == traces + 6 and new_points > points, "the live figure did not grow"
             # the gate snapshots follow the newest run to its last step (6 in fast mode)
             page.wait_for_function("() => [...document.querySelectorAll('.widget-label')]"
                                    ".some(l => /#6: step 6$/.test(l.textContent))")

@@ -5,6 +5,7 @@ import asyncio
 import csv
 import io
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,7 +16,10 @@ from rodimus_lab import ModelConfig, RodimusLM
 from rodimus_lab.train import TrainConfig, Trainer
 from rodimus_lab.widgets import AblationLab, AttentionExplorer, GateExplorer, RunCache, TrainingDashboard, run_key
 from rodimus_lab.widgets import runs as runs_module
-from rodimus_lab.widgets.runs import Task
+from rodimus_lab.data.recipe import DataConfig, build_data
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def tiny_lab(**kwargs) -> AblationLab:
@@ -45,7 +49,7 @@ def test_lab_trains_one_run_per_selected_gate_and_draws_it(tmp_path):
     assert all(r.status == "done" and r.final["step"] == 5 for r in results)
     assert table_rows(lab) == 2 and lab.progress.value == 5
     fig = lab.dashboard.figure
-    assert len(fig.data) == 4 and points(fig) == 10 and points(fig, "eval_accuracy") >= 2
+    assert len(fig.data) == 6 and points(fig) == 10 and points(fig, "eval_accuracy") == points(fig, "eval_loss") == 2
     # gate snapshots of the last run (steps 1, 2, 4 and the end) and a gate figure to show them
     assert [s["step"] for s in lab.dashboard.snapshots[lab.dashboard.run]] == [1, 2, 4, 5]
     assert lab.dashboard.gate_box.children and not lab.dashboard.attention_box.children
@@ -66,7 +70,7 @@ def test_rerunning_a_finished_variant_is_a_cache_hit_without_training(tmp_path, 
 
 def test_changing_a_control_changes_the_run_key():
     lab = tiny_lab()
-    task, train = lab.task(), lab.train_config()
+    task, train = lab.data_config(), lab.train_config()
     (_, config), = lab.variants()
     key = run_key(task, config, train)
     assert key == run_key(task, ModelConfig(**config.to_dict()), TrainConfig(**{**train.to_dict(), "progress": True}))
@@ -74,7 +78,7 @@ def test_changing_a_control_changes_the_run_key():
     (_, changed), = lab.variants()
     assert changed.mem_size == 8 and run_key(task, changed, train) != key
     lab.seed.value = 1
-    assert run_key(task, config, lab.train_config()) != key
+    assert run_key(task, config, lab.train_config()) != key and run_key(lab.data_config(), config, train) != key
 
 
 def test_controls_follow_the_block_and_build_valid_configs():
@@ -182,7 +186,7 @@ def test_results_export_to_csv_and_json(tmp_path):
 
 def test_run_cache_keeps_only_finished_runs(tmp_path):
     cache = RunCache(tmp_path)
-    result = runs_module.RunResult(name="x", key="abc", task={}, model={}, train={}, status="stopped")
+    result = runs_module.RunResult(name="x", key="abc", data={}, model={}, train={}, status="stopped")
     cache.put(result)
     assert "abc" not in cache and not list(tmp_path.iterdir())
     result.status = "done"
@@ -193,7 +197,7 @@ def test_run_cache_keeps_only_finished_runs(tmp_path):
 # ---------------------------------------------------------------------------- TrainingDashboard
 
 def _mqar_trainer(config, dashboard, steps=4):
-    train, test = Task(num_train=32, num_test=8).splits(0)
+    train, test, _ = build_data(DataConfig(preset="demo", num_train=32, num_test=8))
     model = RodimusLM(config)
     return Trainer(model, train, test, TrainConfig(max_steps=steps, batch_size=8, eval_every=2, progress=False),
                    callbacks=[dashboard]), test
@@ -206,7 +210,7 @@ def test_dashboard_draws_a_trainer_run_and_its_gate_snapshots():
     dash.probe_input = test.inputs[0]
     trainer.fit()
     assert dash.errors.last_error is None, dash.errors.value
-    assert points(dash.figure) == 4 and points(dash.figure, "eval_accuracy") == 2
+    assert points(dash.figure) == 4 and points(dash.figure, "eval_accuracy") == points(dash.figure, "eval_loss") == 2
     assert [s["step"] for s in dash.snapshots["run"]] == [1, 2, 4]
     gate_fig = dash.gate_box.children[0]
     newest = [list(map(list, t.z)) for t in gate_fig.data]
@@ -288,3 +292,17 @@ def test_attention_explorer_window_slider_updates_maps_and_cache_readout():
     assert bytes_["MQA"] < bytes_["SKA"] < bytes_["MHA"]
     explorer.context.value = 1024
     assert "1,024 tokens" in explorer.readout.value
+
+
+def test_lab_trains_on_a_wikitext_slice(tmp_path):
+    lab = tiny_lab(data_dir=str(tmp_path / "data"))
+    lab.task.value = "text"
+    assert not lab.text_source.disabled
+    lab.text_source.value = str(FIXTURES / "wikitext-tiny")
+    lab.block_size.value, lab.num_train.value, lab.num_test.value, lab.steps.value = 32, 16, 4, 2
+    (_, config), = lab.variants()
+    assert config.vocab_size == lab.data()[2].vocab_size          # the BPE trained on the slice
+    result = lab.run()[0]
+    assert lab.errors.last_error is None, lab.errors.value
+    assert result.status == "done" and "eval_accuracy" not in result.final and result.final["eval_loss"] > 0
+    assert lab.rows()[0]["task"].startswith("text ") and len(lab.dashboard.tokens) == 32

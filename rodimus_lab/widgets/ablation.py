@@ -1,4 +1,5 @@
-"""``AblationLab``: pick a task, a base config and ablations; Run trains each variant live.
+"""``AblationLab``: pick a task (an MQAR preset or a WikiText slice), a base config and ablations;
+Run trains each variant live.
 
 Variants = one per selected gate (DDTS or an ablation) with every other field from the
 controls. Each run is seeded and cached by its config hash: running a finished variant again
@@ -20,12 +21,15 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
+import torch
+
 from ..config import ATTN_LAYOUTS, BLOCKS, GATES, ModelConfig
 from ..data.mqar import MQAR_PRESETS
+from ..data.recipe import DataConfig, build_data, data_vocab_size
 from ..train import Callback, TrainConfig
 from .common import ErrorBox, guarded, run_stepwise
 from .dashboard import TrainingDashboard
-from .runs import RunCache, RunResult, Task, mqar_token_roles, run_key, train_run
+from .runs import ExampleSlice, RunCache, RunResult, mqar_token_roles, run_key, train_run
 
 __all__ = ["AblationLab"]
 
@@ -49,9 +53,12 @@ class _Progress(Callback):
 
 
 class AblationLab:
-    def __init__(self, *, cache_dir: str | None = None, export_dir: str = ".", probe_every: int = 10,
-                 min_interval: float = 1.0):
+    def __init__(self, *, cache_dir: str | None = None, export_dir: str = ".", data_dir: str | None = None,
+                 probe_every: int = 10, min_interval: float = 1.0):
+        """cache_dir: finished runs as JSON (None: memory only); data_dir: WikiText tokenizer and
+        token cache (None: $RODIMUS_LAB_DATA or ./data)."""
         self.cache = RunCache(cache_dir)
+        self.data_dir = data_dir
         self.export_dir = Path(export_dir)
         self.results: list[RunResult] = []
         self.errors = ErrorBox()
@@ -59,11 +66,15 @@ class AblationLab:
         self._stop_requested = False
         self.task_handle = None     # the asyncio task of a Run started from the button
         self.running = False
-        self._splits = {}
+        self._data = {}
 
         style = {"description_width": "110px"}
         dd = lambda options, value, desc: widgets.Dropdown(options=options, value=value, description=desc, style=style)  # noqa: E731
-        self.preset = dd(LAB_PRESETS, "demo", "MQAR task")
+        self.task = dd([(f"MQAR {p}", p) for p in LAB_PRESETS] + [("WikiText slice", "text")], "demo", "task")
+        self.text_source = widgets.Text(value="wikitext-2", description="text source", style=style,
+                                        placeholder="wikitext-2, wikitext-103 or a local folder")
+        self.block_size = widgets.SelectionSlider(options=[32, 64, 128, 256], value=64, description="text block",
+                                                  style=style)
         self.num_train = widgets.IntText(value=2048, description="train examples", style=style)
         self.num_test = widgets.IntText(value=256, description="test examples", style=style)
         self.block = dd(BLOCKS, "rodimus", "block")
@@ -101,11 +112,12 @@ class AblationLab:
         self.json_button.on_click(lambda _: self.export("json"))
         self.block.observe(self._on_block, names="value")
         self.layout.observe(self._on_block, names="value")
+        self.task.observe(self._on_block, names="value")
         self._on_block()
 
         attention = widgets.VBox([self.layout, self.n_heads, self.n_kv_heads, self.window, self.two_hop])
         controls = widgets.HBox([
-            widgets.VBox([self.preset, self.num_train, self.num_test, self.block, self.d_model, self.n_layers, self.mem_size,
+            widgets.VBox([self.task, self.text_source, self.block_size, self.num_train, self.num_test, self.block, self.d_model, self.n_layers, self.mem_size,
                           widgets.HBox([self.short_conv, self.key_norm])]),
             widgets.VBox([attention, self.steps, self.batch_size, self.lr, self.seed]),
         ])
@@ -121,8 +133,9 @@ class AblationLab:
     # ------------------------------------------------------------------ controls → configs
     @guarded
     def _on_block(self, _change=None) -> None:
-        """Grey out what the chosen block does not have."""
+        """Grey out what the chosen block (and task) does not have."""
         block = self.block.value
+        self.text_source.disabled = self.block_size.disabled = self.task.value != "text"
         for w in (self.layout, self.n_heads, self.window):
             w.disabled = block == "rodimus"
         self.two_hop.disabled = block != "rodimus_plus"
@@ -130,8 +143,24 @@ class AblationLab:
         for w in (self.gates, self.mem_size, self.short_conv, self.key_norm):
             w.disabled = block == "transformer"
 
-    def task(self) -> Task:
-        return Task(preset=self.preset.value, num_train=self.num_train.value, num_test=self.num_test.value)
+    def data_config(self) -> DataConfig:
+        """The data recipe of the controls (MQAR: examples; text: blocks of ``text block`` tokens)."""
+        sizes = dict(num_train=self.num_train.value, num_test=self.num_test.value, data_seed=self.seed.value)
+        if self.task.value == "text":
+            return DataConfig(task="text", source=self.text_source.value.strip(), block_size=self.block_size.value,
+                              data_dir=self.data_dir, **sizes)
+        return DataConfig(task="mqar", preset=self.task.value, **sizes)
+
+    def data(self, config: DataConfig | None = None):
+        """(train, eval, tokenizer) of ``config`` (default: the controls'), built once per recipe."""
+        config = config if config is not None else self.data_config()
+        key = json.dumps(config.to_dict(), sort_keys=True)
+        if key not in self._data:
+            train, test, tokenizer = build_data(config)
+            if config.task == "text":
+                train, test = ExampleSlice(train, config.num_train), ExampleSlice(test, config.num_test)
+            self._data[key] = (train, test, tokenizer)
+        return self._data[key]
 
     def train_config(self) -> TrainConfig:
         steps = self.steps.value
@@ -141,8 +170,9 @@ class AblationLab:
 
     def variants(self) -> list[tuple[str, ModelConfig]]:
         """(name, config) of every variant the controls select; a bad combination raises ValueError."""
-        block, task = self.block.value, self.task()
-        base = dict(vocab_size=task.vocab_size, d_model=self.d_model.value, n_layers=self.n_layers.value, block=block)
+        block, data = self.block.value, self.data_config()
+        vocab_size = data_vocab_size(data, self.data(data)[2] if data.task == "text" else None)
+        base = dict(vocab_size=vocab_size, d_model=self.d_model.value, n_layers=self.n_layers.value, block=block)
         if block != "transformer":
             base.update(mem_size=self.mem_size.value, short_conv=self.short_conv.value, key_norm=self.key_norm.value)
         if block != "rodimus":
@@ -201,13 +231,13 @@ class AblationLab:
         """The whole Run as a generator: yields after every training step. Errors end the run and
         are shown in the widget; they never propagate to the kernel."""
         try:
-            task, train_config = self.task(), self.train_config()
+            data, train_config = self.data_config(), self.train_config()
             variants = self.variants()
             for i, (name, config) in enumerate(variants):
                 if self._stop_requested:
                     break
                 self.status.value = f"variant {i + 1}/{len(variants)}: {name}"
-                yield from self._run_one(name, task, config, train_config)
+                yield from self._run_one(name, data, config, train_config)
             self.status.value = "stopped" if self._stop_requested else f"done: {len(variants)} variant(s)"
         except Exception as exc:  # noqa: BLE001 — shown, never raised into the kernel
             self.errors.show(exc)
@@ -217,8 +247,8 @@ class AblationLab:
             self.run_button.disabled, self.stop_button.disabled = False, True
             self.dashboard.redraw()
 
-    def _run_one(self, name: str, task: Task, config: ModelConfig, train_config: TrainConfig):
-        key = run_key(task, config, train_config)
+    def _run_one(self, name: str, data: DataConfig, config: ModelConfig, train_config: TrainConfig):
+        key = run_key(data, config, train_config)
         label = f"{name} #{len(self.results) + 1}"
         cached = self.cache.get(key)
         if cached is not None:
@@ -226,23 +256,18 @@ class AblationLab:
             self.progress.max, self.progress.value = train_config.max_steps, train_config.max_steps
             self._add_result(RunResult(**{**cached.__dict__, "name": name, "cached": True}))
             return
-        train, test = self.splits(task, train_config.seed)
-        self.dashboard.probe_input = test.inputs[0]
-        self.dashboard.tokens = mqar_token_roles(test.inputs[0], test.labels[0], test.num_kv_pairs)
+        train, test, tokenizer = self.data(data)
+        x, y = test[torch.arange(1)]
+        self.dashboard.probe_input = x[0]
+        self.dashboard.tokens = (mqar_token_roles(x[0], y[0], test.num_kv_pairs) if data.task == "mqar"
+                                 else [tokenizer.decode([i]) for i in x[0].tolist()])
         self.dashboard.start_run(label)
         self.progress.max, self.progress.value = train_config.max_steps, 0
-        result = yield from train_run(name, task, config, train_config, [self.dashboard, _Progress(self.progress, self.min_interval)],
-                                      splits=(train, test), should_stop=lambda: self._stop_requested)
+        callbacks = [self.dashboard, _Progress(self.progress, self.min_interval)]
+        result = yield from train_run(name, data, config, train_config, callbacks, data=(train, test),
+                                      should_stop=lambda: self._stop_requested)
         self.cache.put(result)
         self._add_result(result)
-
-    def splits(self, task: Task | None = None, seed: int | None = None):
-        """(train, test) of ``task`` (default: the selected one), generated once per (task, seed)."""
-        task = task if task is not None else self.task()
-        seed = seed if seed is not None else self.seed.value
-        if (task, seed) not in self._splits:
-            self._splits[(task, seed)] = task.splits(seed)
-        return self._splits[(task, seed)]
 
     def _add_result(self, result: RunResult) -> None:
         self.results.append(result)

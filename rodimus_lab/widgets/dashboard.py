@@ -27,6 +27,8 @@ from .common import ErrorBox, figure_widget, guarded, json_safe
 
 __all__ = ["TrainingDashboard"]
 
+PANELS = {"loss": "training loss", "eval_loss": "eval loss", "eval_accuracy": "eval accuracy (MQAR)"}
+
 
 class TrainingDashboard(Callback):
     def __init__(self, probe_input: torch.Tensor | None = None, *, tokens=None, probe_every: int = 25,
@@ -36,7 +38,7 @@ class TrainingDashboard(Callback):
         self.probe_input, self.tokens = probe_input, tokens
         self.probe_every, self.layer, self.min_interval = probe_every, layer, min_interval
         self.errors = ErrorBox()
-        self.figure = go.FigureWidget(make_subplots(rows=1, cols=2, subplot_titles=["training loss", "eval accuracy"]))
+        self.figure = go.FigureWidget(make_subplots(rows=1, cols=len(PANELS), subplot_titles=list(PANELS.values())))
         self.figure.update_layout(template=TEMPLATE, title=title, height=380, legend=dict(orientation="h", y=-0.2))
         self.figure.update_xaxes(title_text="step")
         self.curves: dict[str, dict[str, tuple[list, list]]] = {}   # run → metric → (steps, values)
@@ -66,11 +68,11 @@ class TrainingDashboard(Callback):
         if name in self.curves:
             raise ValueError(f"a run named {name!r} is already on the dashboard; pick another name")
         self.run = name
-        self.curves[name] = {"loss": ([], []), "eval_accuracy": ([], [])}
+        self.curves[name] = {metric: ([], []) for metric in PANELS}
         self.snapshots[name] = []
         color = TEMPLATE.layout.colorway[(len(self.curves) - 1) % len(TEMPLATE.layout.colorway)]
         with self.figure.batch_update():
-            for col, metric in enumerate(("loss", "eval_accuracy"), start=1):
+            for col, metric in enumerate(PANELS, start=1):
                 self.figure.add_trace(go.Scatter(x=[], y=[], name=name, legendgroup=name, showlegend=col == 1,
                                                  mode="lines+markers" if metric != "loss" else "lines",
                                                  line=dict(color=color), meta=[name, metric]), row=1, col=col)

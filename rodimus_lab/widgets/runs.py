@@ -1,7 +1,8 @@
-"""Training runs for the widgets: a task, a seeded step-by-step fit, results cached by config hash.
+"""Training runs for the widgets: seeded step-by-step fits, results cached by config hash.
 
-A run is fully described by (task, model config, train config); its hash names it, so a
-finished variant is looked up instead of trained again, in memory and optionally on disk.
+A run is fully described by (data recipe, model config, train config) — a
+:class:`~rodimus_lab.data.recipe.DataConfig`, a ModelConfig and a TrainConfig; their hash names it,
+so a finished variant is looked up instead of trained again, in memory and optionally on disk.
 """
 
 from __future__ import annotations
@@ -10,48 +11,46 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .. import seed_everything
 from ..config import ModelConfig
-from ..data.mqar import IGNORE, MQARSplit, make_mqar_splits, mqar_preset
+from ..data.mqar import IGNORE
+from ..data.recipe import DataConfig, build_data
 from ..memory import cache_bytes
 from ..model import RodimusLM
 from ..train import Callback, TrainConfig, Trainer
 from .common import TrainingDiverged
 
-__all__ = ["Task", "RunResult", "RunCache", "run_key", "fit_steps", "train_run", "mqar_token_roles"]
+__all__ = ["ExampleSlice", "RunResult", "RunCache", "run_key", "fit_steps", "train_run", "mqar_token_roles"]
 
 # Fields that change how a run is shown or where it writes, not what it computes.
 _NOT_HASHED = ("progress", "out_dir", "device", "checkpoint_every", "keep_last")
 
 
-@dataclass(frozen=True)
-class Task:
-    """An MQAR preset at a laptop size: ``num_train`` / ``num_test`` override the preset's."""
-    preset: str = "demo"
-    num_train: int = 2048
-    num_test: int = 256
+class ExampleSlice:
+    """The first ``n`` examples of an example set: a laptop-sized slice of WikiText."""
 
-    def splits(self, seed: int) -> tuple[MQARSplit, MQARSplit]:
-        return make_mqar_splits(mqar_preset(self.preset, num_train=self.num_train, num_test=self.num_test), seed=seed)
+    def __init__(self, examples, n: int):
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"the number of examples must be an int ≥ 1, got {n!r}")
+        self.examples, self.n = examples, min(n, len(examples))
 
-    @property
-    def seq_len(self) -> int:
-        return mqar_preset(self.preset).seq_len
+    def __len__(self) -> int:
+        return self.n
 
-    @property
-    def vocab_size(self) -> int:
-        return mqar_preset(self.preset).vocab_size
+    def __getitem__(self, index):
+        return self.examples[index]
 
 
-def run_key(task: Task, model_config: ModelConfig, train_config: TrainConfig) -> str:
+def run_key(data: DataConfig, model_config: ModelConfig, train_config: TrainConfig) -> str:
     """A short hash of everything that decides a run's numbers."""
     train = {k: v for k, v in train_config.to_dict().items() if k not in _NOT_HASHED}
-    blob = json.dumps({"task": asdict(task), "model": model_config.to_dict(), "train": train}, sort_keys=True)
+    data = {k: v for k, v in data.to_dict().items() if k != "data_dir"}
+    blob = json.dumps({"data": data, "model": model_config.to_dict(), "train": train}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -59,7 +58,7 @@ def run_key(task: Task, model_config: ModelConfig, train_config: TrainConfig) ->
 class RunResult:
     name: str
     key: str
-    task: dict
+    data: dict                  # DataConfig.to_dict()
     model: dict                 # ModelConfig.to_dict()
     train: dict                 # TrainConfig.to_dict()
     status: str                 # "done" | "stopped" | "diverged"
@@ -72,8 +71,9 @@ class RunResult:
         """One line of the results table."""
         m = self.model
         attention = m["block"] != "rodimus"
+        task = f"MQAR {self.data['preset']}" if self.data.get("task") == "mqar" else f"text {self.data.get('source')}"
         return {
-            "variant": self.name, "block": m["block"], "gate": m["gate"] if m["block"] != "transformer" else "—",
+            "variant": self.name, "task": task, "block": m["block"], "gate": m["gate"] if m["block"] != "transformer" else "—",
             "n": m["mem_size"], "short_conv": m["short_conv"], "key_norm": m["key_norm"],
             "layout": (m["attn_layout"] or ("ska" if m["block"] == "rodimus_plus" else "mha")) if attention else "—",
             "window": (m["window"] or "all") if attention else "—",
@@ -85,7 +85,7 @@ class RunResult:
         }
 
     def to_json(self) -> dict:
-        return {k: getattr(self, k) for k in ("name", "key", "task", "model", "train", "status", "history", "final")}
+        return {k: getattr(self, k) for k in ("name", "key", "data", "model", "train", "status", "history", "final")}
 
 
 def _round(x, digits=4):
@@ -146,16 +146,17 @@ def fit_steps(trainer: Trainer):
     return summary
 
 
-def train_run(name: str, task: Task, model_config: ModelConfig, train_config: TrainConfig,
-              callbacks: list[Callback] = (), splits=None, should_stop=lambda: False):
+def train_run(name: str, data_config: DataConfig, model_config: ModelConfig, train_config: TrainConfig,
+              callbacks: list[Callback] = (), data=None, should_stop=lambda: False):
     """Generator: build a seeded model, train it step by step, and finally return a RunResult
     (``StopIteration.value``; use ``result = yield from train_run(...)``).
 
+    ``data``: (train, eval) example sets already built from ``data_config`` (default: built here).
     ``should_stop()`` is asked after every step; when it says yes the run ends after that step
     with status "stopped". A NaN loss raises TrainingDiverged.
     """
-    key = run_key(task, model_config, train_config)
-    train, test = splits if splits is not None else task.splits(train_config.seed)
+    key = run_key(data_config, model_config, train_config)
+    train, test = data if data is not None else build_data(data_config)[:2]
     seed_everything(train_config.seed)
     model = RodimusLM(model_config)
     trainer = Trainer(model, train, test, train_config, callbacks=list(callbacks))
@@ -170,11 +171,11 @@ def train_run(name: str, task: Task, model_config: ModelConfig, train_config: Tr
             trainer.should_stop = True
         yield trainer
     status = "stopped" if trainer.step < train_config.max_steps else "done"
-    summary.update(params=model.num_parameters(), state_bytes=cache_bytes(model_config, task.seq_len))
-    result = RunResult(name=name, key=key, task=asdict(task), model=model_config.to_dict(),
-                       train=train_config.to_dict(), status=status, history=trainer.history, final=summary,
-                       trained=model)
-    return result
+    seq_len = train[torch.arange(1)][0].shape[1]
+    summary.update(params=model.num_parameters(), state_bytes=cache_bytes(model_config, seq_len))
+    return RunResult(name=name, key=key, data=data_config.to_dict(), model=model_config.to_dict(),
+                     train=train_config.to_dict(), status=status, history=trainer.history, final=summary,
+                     trained=model)
 
 
 def mqar_token_roles(inputs: torch.Tensor, labels: torch.Tensor, num_kv_pairs: int) -> list[str]:
