@@ -31,12 +31,16 @@
 import os
 import tempfile
 
+import torch
+
 from rodimus_lab import viz
 from rodimus_lab.widgets import AblationLab, AttentionExplorer, GateExplorer
 from rodimus_lab.widgets.runs import mqar_token_roles
 
 viz.use_notebook_renderer()
 FAST = os.environ.get("RODIMUS_FAST") == "1"
+if FAST:
+    torch.set_num_threads(1)   # tiny models gain nothing from threads; on a shared CI CPU they cost
 WORK = os.path.join(tempfile.gettempdir(), "rodimus-ablation")   # run cache and exports
 
 # %% [markdown]

@@ -122,7 +122,8 @@ class RunCache:
 def fit_steps(trainer: Trainer):
     """``Trainer.fit`` one optimizer step at a time: a generator that yields after every step
     (and its evaluation), so the caller can hand control back to the event loop. Honours
-    ``trainer.should_stop``; evaluates at the end and calls ``on_end`` like ``fit``."""
+    ``trainer.should_stop``; evaluates at the end and calls ``on_end`` like ``fit``. Writes no
+    files (no metrics.jsonl or checkpoints): the widgets keep results in memory and their cache."""
     c = trainer.config
     start = time.perf_counter()
     last_eval = None
