@@ -33,13 +33,15 @@ once, everything of width n is cheap. So:
 3. Backward, ``ddts_bwd_walk`` — the same walk in reverse with dS in fp32 registers: writes dh (the
    gradient of every chunk's end state), dv (complete, since the program owns its value columns) and
    d(initial state).
-4. Backward, ``ddts_bwd_chunk`` — one program per (chunk, head): sweeps all value columns in 64-wide
-   tiles accumulating do·hᵀ, v·dhᵀ, do·vᵀ (64×64) and Σ h⊙dh, adds the intra-chunk terms with the same
-   sub-block scheme (the diagonal blocks of do·vᵀ and their [16, n] results pass through a small
-   per-program scratch buffer in global memory, behind a barrier), turns ∂b into ∂log α (reverse cumsum + the b_C terms) and chains through α̂, the key
-   norm, softplus and sigmoid, writing dq, dk, dg_logits, dtau_logits. Gates, norm and b are recomputed
-   here from q, k and the logits (cheaper than storing them); qg, kg, A, e^{b_C} and h are kept from the
-   forward.
+4. Backward, ``ddts_bwd_sweep`` — one program per (chunk, head, share of the value columns; shares
+   are cut until ~4 programs per SM stream at once): accumulates do·hᵀ, v·dhᵀ, do·vᵀ (64×64) and
+   Σ h⊙dh over its 64-wide value tiles into an fp32 partial. Then ``ddts_bwd_chunk`` — one program per
+   (chunk, head): sums the partials, adds the intra-chunk terms with the same sub-block scheme (the
+   diagonal blocks of do·vᵀ and their [16, n] results pass through a small per-program scratch buffer
+   in global memory, behind a barrier), turns ∂b into ∂log α (reverse cumsum + the b_C terms) and
+   chains through α̂, the key norm, softplus and sigmoid, writing dq, dk, dg_logits, dtau_logits. Gates,
+   norm and b are recomputed here from q, k and the logits (cheaper than storing them); qg, kg, A,
+   e^{b_C} and h are kept from the forward.
 
 Precision: gates, norms, cumsums, the state, every accumulation and the score sub-blocks are fp32; the
 tensor-core operands (qg, kg, A, h, dh, v, do) are in the input dtype (bf16/fp16), or fp32 with IEEE
@@ -79,6 +81,12 @@ def _kernels():
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 2   # the interpreter: still exercise a split sweep
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _block_n(n: int) -> int:
@@ -229,12 +237,22 @@ class _DDTS(torch.autograd.Function):
         K.ddts_bwd_walk[grid](qg, kg, gc, A, do, dv, dh, dfinal, dh0, cu, chunk_off, T, NT, H, n, m,
                               C=CHUNK, BN=BN, BM=BLOCK_M, PREC=prec, USE_DHT=dfinal is not None,
                               STORE_DH0=ctx.has_h0, VARLEN=varlen, num_warps=warps)
+        # Split each chunk's sweep over the value columns until ~4 programs per SM stream at once.
+        tiles = _cdiv(m, BLOCK_M)
+        splits = min(tiles, _cdiv(4 * _sm_count(q.device), NC * H))
+        per_split = _cdiv(tiles, splits)
+        splits = _cdiv(tiles, per_split)
+        partial = torch.empty(splits * NC * H, 2 * CHUNK * BN + CHUNK * CHUNK + BN, device=q.device,
+                              dtype=torch.float32)
+        K.ddts_bwd_sweep[(NC, H, splits)](v, do, h, dh, partial, cu, chunk_seq, chunk_local, T, NT, H, n, m,
+                                          per_split, C=CHUNK, BN=BN, BM=BLOCK_M, PREC=prec, VARLEN=varlen,
+                                          num_warps=warps)
         dq, dk = torch.empty_like(q), torch.empty_like(k)
         dg, dtau = torch.empty_like(g_logits), torch.empty_like(tau_logits)
         scratch = torch.empty(NC * H, CHUNK * CHUNK + 2 * CHUNK * BN, device=q.device, dtype=torch.float32)
-        K.ddts_bwd_chunk[(NC, H)](q, k, g_logits, tau_logits, v, do, h, dh, dq, dk, dg, dtau, scratch,
-                                  cu, chunk_seq, chunk_local, ctx.scale, T, NT, H, n, m,
-                                  C=CHUNK, SB=SUB, BN=BN, BM=BLOCK_M, PREC=prec, VARLEN=varlen,
+        K.ddts_bwd_chunk[(NC, H)](q, k, g_logits, tau_logits, partial, dq, dk, dg, dtau, scratch,
+                                  cu, chunk_seq, chunk_local, ctx.scale, T, NT, H, n, splits,
+                                  C=CHUNK, SB=SUB, BN=BN, PREC=prec, VARLEN=varlen,
                                   num_warps=_warps(n, chunk_program=True))
         if dh0 is not None:
             dh0 = dh0.to(ctx.h0_dtype)

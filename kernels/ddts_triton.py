@@ -260,33 +260,30 @@ def ddts_bwd_walk(qg, kg, gc, A, do, dv, dh, dht, dh0, cu, chunk_off, T, NT, H, 
 
 
 @triton.jit
-def ddts_bwd_chunk(q, k, g, tau, v, do, h, dh, dq, dk, dg, dtau, scratch, cu, chunk_seq, chunk_local,
-                   scale, T, NT, H, N, M,
-                   C: tl.constexpr, SB: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr,
-                   PREC: tl.constexpr, VARLEN: tl.constexpr):
-    """One program = one chunk of one head: the gradients of q, k, g_logits and tau_logits.
-
-    Sweeps all value columns in BM tiles to collect do·hᵀ, v·dhᵀ, do·vᵀ and Σ h⊙dh, then adds the
-    intra-chunk terms (same sub-block scheme as the forward scores), turns ∂b into ∂log α by a
-    reverse cumsum, and chains through α̂, the key norm, softplus and sigmoid.
+def ddts_bwd_sweep(v, do, h, dh, partial, cu, chunk_seq, chunk_local, T, NT, H, N, M, TILES_PER_SPLIT,
+                   C: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr,
+                   VARLEN: tl.constexpr):
+    """One program = one chunk of one head × one share of the value columns (the sweep is split so
+    that enough programs stream v, do, h, dh at once). Accumulates do·hᵀ [C, n], v·dhᵀ [C, n],
+    do·vᵀ [C, C] and Σ h⊙dh [n] over its BM-wide tiles, in fp32, into its slot of ``partial``.
     """
-    NS: tl.constexpr = C // SB
     ic = tl.program_id(0)
     ih = tl.program_id(1)
+    split = tl.program_id(2)
     tok0, eos = _chunk(ic, T, NT, chunk_seq, chunk_local, cu, C, VARLEN)
     rows = tl.arange(0, C)
     cols = tl.arange(0, BN)
-    cols_c = tl.arange(0, C)
     rmask = rows < eos - tok0
     nmask = cols < N
     dt = h.dtype.element_ty
     vbase = tok0 * (H * M) + ih * M
+    hbase = (ic.to(tl.int64) * H + ih) * N * M
     dqg = tl.zeros([C, BN], dtype=tl.float32)
     dkg = tl.zeros([C, BN], dtype=tl.float32)
     dA = tl.zeros([C, C], dtype=tl.float32)
     dgc = tl.zeros([BN], dtype=tl.float32)
-    hbase = (ic.to(tl.int64) * H + ih) * N * M
-    for im in range(tl.cdiv(M, BM)):
+    first = split * TILES_PER_SPLIT
+    for im in range(first, tl.minimum(first + TILES_PER_SPLIT, tl.cdiv(M, BM))):
         mcols = im * BM + tl.arange(0, BM)
         mmask = mcols < M
         vm_off = rows[:, None] * (H * M) + mcols[None, :]
@@ -301,6 +298,43 @@ def ddts_bwd_chunk(q, k, g, tau, v, do, h, dh, dq, dk, dg, dtau, scratch, cu, ch
         dkg = tl.dot(vc, tl.trans(dhc), dkg, input_precision=PREC)
         dA = tl.dot(doc, tl.trans(vc), dA, input_precision=PREC)
         dgc += tl.sum(hc.to(tl.float32) * dhc.to(tl.float32), axis=1)
+    partial += ((split * tl.num_programs(0) + ic).to(tl.int64) * H + ih) * (2 * C * BN + C * C + BN)
+    tile = rows[:, None] * BN + cols[None, :]
+    tl.store(partial + tile, dqg)
+    tl.store(partial + C * BN + tile, dkg)
+    tl.store(partial + 2 * C * BN + rows[:, None] * C + tl.arange(0, C)[None, :], dA)
+    tl.store(partial + 2 * C * BN + C * C + cols, dgc)
+
+
+@triton.jit
+def ddts_bwd_chunk(q, k, g, tau, partial, dq, dk, dg, dtau, scratch, cu, chunk_seq, chunk_local,
+                   scale, T, NT, H, N, SPLITS,
+                   C: tl.constexpr, SB: tl.constexpr, BN: tl.constexpr,
+                   PREC: tl.constexpr, VARLEN: tl.constexpr):
+    """One program = one chunk of one head: the gradients of q, k, g_logits and tau_logits.
+
+    Sums the sweep's partials (do·hᵀ, v·dhᵀ, do·vᵀ, Σ h⊙dh), adds the intra-chunk terms (same
+    sub-block scheme as the forward scores), turns ∂b into ∂log α by a reverse cumsum, and chains
+    through α̂, the key norm, softplus and sigmoid.
+    """
+    NS: tl.constexpr = C // SB
+    ic = tl.program_id(0)
+    ih = tl.program_id(1)
+    tok0, eos = _chunk(ic, T, NT, chunk_seq, chunk_local, cu, C, VARLEN)
+    rows = tl.arange(0, C)
+    cols = tl.arange(0, BN)
+    cols_c = tl.arange(0, C)
+    tile = rows[:, None] * BN + cols[None, :]
+    dqg = tl.zeros([C, BN], dtype=tl.float32)
+    dkg = tl.zeros([C, BN], dtype=tl.float32)
+    dA = tl.zeros([C, C], dtype=tl.float32)
+    dgc = tl.zeros([BN], dtype=tl.float32)
+    for split in range(SPLITS):
+        p = partial + ((split * tl.num_programs(0) + ic).to(tl.int64) * H + ih) * (2 * C * BN + C * C + BN)
+        dqg += tl.load(p + tile)
+        dkg += tl.load(p + C * BN + tile)
+        dA += tl.load(p + 2 * C * BN + rows[:, None] * C + cols_c[None, :])
+        dgc += tl.load(p + 2 * C * BN + C * C + cols)
 
     # computed after the sweep, so that only the four accumulators are live during it
     base, off, mask = _chunk_tile(tok0, eos, ih, H, N, C, BN)
