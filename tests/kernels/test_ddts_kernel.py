@@ -95,6 +95,7 @@ def compare(inputs, *, dtype=torch.float32, cu_seqlens=None, scale=None, with_h0
         (1, 65, 1, 64, 16),    # one token into the second chunk, n = 64
         (1, 200, 1, 16, 80),   # several chunks, two value tiles
         (2, 70, 3, 32, 8),     # small m
+        (1, 40, 2, 24, 16),    # n not a power of two (padded, masked)
     ],
 )
 def test_matches_reference(B, T, H, n, m):
