@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import ipywidgets as widgets
-
 import torch
 
 from ..config import ATTN_LAYOUTS, BLOCKS, GATES, ModelConfig
@@ -110,15 +109,15 @@ class AblationLab:
         self.stop_button.on_click(lambda _: self.stop())
         self.csv_button.on_click(lambda _: self.export("csv"))
         self.json_button.on_click(lambda _: self.export("json"))
-        self.block.observe(self._on_block, names="value")
-        self.layout.observe(self._on_block, names="value")
-        self.task.observe(self._on_block, names="value")
-        self._on_block()
+        self.block.observe(self._on_controls, names="value")
+        self.layout.observe(self._on_controls, names="value")
+        self.task.observe(self._on_controls, names="value")
+        self._on_controls()
 
         attention = widgets.VBox([self.layout, self.n_heads, self.n_kv_heads, self.window, self.two_hop])
         controls = widgets.HBox([
-            widgets.VBox([self.task, self.text_source, self.block_size, self.num_train, self.num_test, self.block, self.d_model, self.n_layers, self.mem_size,
-                          widgets.HBox([self.short_conv, self.key_norm])]),
+            widgets.VBox([self.task, self.text_source, self.block_size, self.num_train, self.num_test, self.block,
+                          self.d_model, self.n_layers, self.mem_size, widgets.HBox([self.short_conv, self.key_norm])]),
             widgets.VBox([attention, self.steps, self.batch_size, self.lr, self.seed]),
         ])
         buttons = widgets.HBox([self.run_button, self.stop_button, self.progress, self.status])
@@ -132,7 +131,7 @@ class AblationLab:
 
     # ------------------------------------------------------------------ controls → configs
     @guarded
-    def _on_block(self, _change=None) -> None:
+    def _on_controls(self, _change=None) -> None:
         """Grey out what the chosen block (and task) does not have."""
         block = self.block.value
         self.text_source.disabled = self.block_size.disabled = self.task.value != "text"
