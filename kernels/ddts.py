@@ -43,9 +43,10 @@ once, everything of width n is cheap. So:
    norm and b are recomputed here from q, k and the logits (cheaper than storing them); qg, kg, A,
    e^{b_C} and h are kept from the forward.
 
-Precision: gates, norms, cumsums, the state, every accumulation and the score sub-blocks are fp32; the
-tensor-core operands (qg, kg, A, h, dh, v, do) are in the input dtype (bf16/fp16), or fp32 with IEEE
-dots for fp32 inputs. Tile sizes: C = 64, sub-block 16, BM = 64 value columns, n padded to a power of 2
+Precision: gates, norms, cumsums, the state, every accumulation and the score block A are fp32 (A·v is
+a tf32 product: rounding A to bf16 was the largest error source in a CPU emulation, 1.7e-3 vs 0.5e-3
+relative); the other tensor-core operands (qg, kg, h, dh, v, do) are in the input dtype (bf16/fp16), or
+fp32 with IEEE dots for fp32 inputs. Tile sizes: C = 64, sub-block 16, BM = 64 value columns, n padded to a power of 2
 (n ≥ 16 in practice); 4 warps for the walks, 8 for the per-chunk programs (a dozen live [64, n] fp32
 tiles). Measured speed and what is still slow: docs/benchmarks.md, "DDTS kernels". Any T (the last chunk is masked: its padded rows have log α = 0, k = 0), any B·H,
 and ``cu_seqlens`` packing (B = 1; empty and 1-token sequences are fine) via per-chunk tables.
@@ -196,7 +197,7 @@ class _DDTS(torch.autograd.Function):
         qg = torch.empty(q.shape, device=q.device, dtype=odt)
         kg = torch.empty_like(qg)
         gc = torch.empty(NC, H, n, device=q.device, dtype=torch.float32)
-        A = torch.empty(B, T, H, CHUNK, device=q.device, dtype=odt)
+        A = torch.empty(B, T, H, CHUNK, device=q.device, dtype=torch.float32)  # bf16 here was the largest error
         BN, prec, warps = _block_n(n), _precision(v), _warps(n)
         K.ddts_prep_fwd[(NC, H)](q, k, g_logits, tau_logits, qg, kg, gc, A, cu, chunk_seq, chunk_local,
                                  scale, T, NT, H, n, C=CHUNK, SB=SUB, BN=BN, PREC=prec, VARLEN=varlen,

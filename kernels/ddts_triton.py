@@ -201,7 +201,7 @@ def ddts_fwd_walk(qg, kg, gc, A, v, o, h, h0, ht, cu, chunk_off, T, NT, H, N, M,
         if STORE_H:
             tl.store(h + ((c0 + c) * H + ih) * N * M + s_off, S.to(h.dtype.element_ty), mask=s_mask)
         oc = tl.dot(qgc, S.to(dt), input_precision=PREC)
-        oc = tl.dot(Ac, vc, oc, input_precision=PREC)
+        oc = tl.dot(Ac, vc.to(tl.float32), oc, input_precision=PREC)   # A stays fp32: tf32, not bf16
         tl.store(o + vbase + vm_off, oc.to(o.dtype.element_ty), mask=vm_mask)
         S = S * gcc[:, None]
         S = tl.dot(tl.trans(kgc), vc, S, input_precision=PREC)
@@ -250,7 +250,7 @@ def ddts_bwd_walk(qg, kg, gc, A, do, dv, dh, dht, dh0, cu, chunk_off, T, NT, H, 
         vm_mask = rmask[:, None] & mmask[None, :]
         doc = tl.load(do + vbase + vm_off, mask=vm_mask, other=0.0).to(dt)
         tl.store(dh + ((c0 + c) * H + ih) * N * M + s_off, dS.to(dh.dtype.element_ty), mask=s_mask)
-        dvc = tl.dot(tl.trans(Ac), doc, input_precision=PREC)
+        dvc = tl.dot(tl.trans(Ac), doc.to(tl.float32), input_precision=PREC)
         dvc = tl.dot(kgc, dS.to(dt), dvc, input_precision=PREC)
         tl.store(dv + vbase + vm_off, dvc.to(dv.dtype.element_ty), mask=vm_mask)
         dS = dS * gcc[:, None]
