@@ -1,8 +1,9 @@
 """The Triton programs behind :func:`rodimus_kernels.ddts` (the plan is in ``ddts.py``'s docstring).
 
 Layouts (token-major, every sequence of a batch packed one after another, ``[TOK, H, D]``):
-q, k, g, tau, qg, kg: ``[TOK, H, n]``; v, o, do, dv: ``[TOK, H, m]``; A: ``[TOK, H, C]`` (row i of a chunk
-holds A[i, 0:C]); gc: ``[NC, H, n]``; h, dh: ``[NC, H, n, m]`` (NC = number of chunks of all sequences).
+q, k, g, tau, qg, kg: ``[TOK, H, n]``; v, o, do, dv: ``[TOK, H, m]``; A (fp32): ``[TOK, H, C]`` (row i of a
+chunk holds A[i, 0:C]); gc: ``[NC, H, n]``; h, dh: ``[NC, H, n, m]`` (NC = number of chunks of all
+sequences); the backward's fp32 partials: ``[splits·NC, H, 2·C·BN + C·C + BN]`` (do·hᵀ, v·dhᵀ, do·vᵀ, Σh⊙dh).
 A chunk is located by ``_chunk`` (uniform batch: from the program id; varlen: from host-built tables).
 """
 
