@@ -3,8 +3,8 @@
     python docs/build_figures.py            # needs kaleido (pip install kaleido) and a Chrome/Chromium;
                                             # set BROWSER_PATH=/usr/bin/chromium if kaleido cannot find one
 
-Every figure comes from rodimus_lab.viz; the models are small and untrained unless a figure says
-otherwise, so the script runs in well under a minute on a laptop CPU.
+Every figure comes from rodimus_lab.viz. The "mqar_*" figures come from a small Rodimus+ trained here
+(about ten minutes on a 2-core CPU); the others are analytic or from untrained models (seconds).
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ def figures() -> dict:
     return figs
 
 
-def trained_mqar_figures(steps: int = 600) -> dict:
-    """A small Rodimus+ trained on MQAR (L = 64, 4 pairs; the `rodimus-lab demo` settings, a few minutes
-    on a 2-core CPU): what its gates, state and attention look like on a test example."""
+def trained_mqar_figures(steps: int = 1500) -> dict:
+    """A small Rodimus+ trained on MQAR (L = 64, 4 pairs; the `rodimus-lab demo` settings with more
+    steps, about ten minutes on a 2-core CPU): its gates, state and attention on a test example."""
     torch.set_num_threads(1)   # this model's ops are too small to gain from threads; on a shared CPU they cost
     seed_everything(0)
     task = mqar_preset("demo", num_train=10_000, num_test=256)
