@@ -22,7 +22,7 @@
 #   and the sliding-window shared-key attention maps.
 #
 # `RODIMUS_FAST=1` (what CI runs) trains for a few seconds; unset it for a run that actually learns the task
-# (about five minutes on a laptop CPU; ~95% test accuracy).
+# (about five minutes on a laptop CPU).
 
 # %%
 import os
