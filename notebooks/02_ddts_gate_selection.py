@@ -135,5 +135,15 @@ assert (g["tau"] > 0).all() and (g["tau"] < 1).all()
 print(f"τ ranges over [{float(g['tau'].min()):.2f}, {float(g['tau'].max()):.2f}] ✓")
 
 # %% [markdown]
+# ## 6. Explore it yourself
+# Step through the sentence token by token (Play, the slider, or hover a token in the heatmap) and watch
+# α, α̂ and τ per state dim, the state's norm and spectrum — or pick *(type your own)* and enter a text.
+
+# %%
+from rodimus_lab.widgets import GateExplorer
+
+GateExplorer(model, {"the sentence": sentence}, tokenizer=tok)
+
+# %% [markdown]
 # **Summary.** Gates are per token *and* per state dimension; selection ties writing to forgetting, and τ
 # sets how sharp that trade is. `03_state_compression` looks at what ends up in the state.

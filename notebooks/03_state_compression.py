@@ -113,5 +113,15 @@ assert set(accuracy) == set(sizes) and all(0.0 <= a <= 1.0 for a in accuracy.val
 print(accuracy, "✓")
 
 # %% [markdown]
+# ## 4. Explore it yourself
+# The model of section 2 on the same example: step through the tokens and watch the state's norm and its
+# singular values grow at the K/V pairs and decay in between.
+
+# %%
+from rodimus_lab.widgets import GateExplorer
+
+GateExplorer(model, {"MQAR test example 0": ids}, tokens={"MQAR test example 0": tokens})
+
+# %% [markdown]
 # **Summary.** The state has a fixed size, its effective rank says how much of it is in use, and recall grows
 # with n. `06_mqar_recall` does the sweep at the paper's shape with Rodimus+ beside Rodimus.

@@ -178,6 +178,16 @@ viz.memory_vs_context({
 })
 
 # %% [markdown]
+# ## 6. Explore it yourself
+# The four layouts side by side on one input: drag the window and the context length and watch the maps
+# and the cache bytes.
+
+# %%
+from rodimus_lab.widgets import AttentionExplorer
+
+AttentionExplorer(d_model=64, n_heads=4, n_kv_heads=2, seq_len=16 if FAST else 32, window=6)
+
+# %% [markdown]
 # **Summary.** Sharing keys is (nearly) free; sharing values is not; a window caps the cache. Rodimus+
 # combines a DDTS state for the long range with sliding-window SKA for the exact short range —
 # see `05_rodimus_plus`.

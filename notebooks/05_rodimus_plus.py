@@ -152,5 +152,15 @@ assert all(f["step"] == steps for f in final.values())
 print({label: round(f["eval_accuracy"], 3) for label, f in final.items()})
 
 # %% [markdown]
+# ## 7. Explore it yourself
+# The Rodimus+ model of section 2 (untrained): for each token, the DDTS gates of the flow and each head's
+# SW-SKA attention row — only the last `window` keys get weight. `09_ablation_lab` trains variants live.
+
+# %%
+from rodimus_lab.widgets import GateExplorer
+
+GateExplorer(model, {"random tokens": torch.randint(0, config.vocab_size, (16,))})
+
+# %% [markdown]
 # **Summary.** Rodimus+ = DDTS for the long range + SW-SKA for the exact recent past, joined so that
 # attention only feeds the FFN. `06_mqar_recall` measures what that buys on associative recall.

@@ -34,8 +34,8 @@ import tempfile
 import torch
 
 from rodimus_lab import viz
+from rodimus_lab.report import mqar_token_labels
 from rodimus_lab.widgets import AblationLab, AttentionExplorer, GateExplorer
-from rodimus_lab.widgets.runs import mqar_token_roles
 
 viz.use_notebook_renderer()
 FAST = os.environ.get("RODIMUS_FAST") == "1"
@@ -110,7 +110,7 @@ print(csv_path, json_path)
 
 # %%
 train, test, _ = lab.data()
-roles = mqar_token_roles(test.inputs[0], test.labels[0], test.num_kv_pairs)
+roles = mqar_token_labels(test.inputs[0], test.labels[0], test.num_kv_pairs)
 explorer = GateExplorer(results[0].trained, {"MQAR test example 0": test.inputs[0]},
                         tokens={"MQAR test example 0": roles})
 explorer.token.value = 2 * test.num_kv_pairs - 1     # the last value of the context

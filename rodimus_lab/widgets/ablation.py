@@ -25,10 +25,11 @@ import torch
 from ..config import ATTN_LAYOUTS, BLOCKS, GATES, ModelConfig
 from ..data.mqar import MQAR_PRESETS
 from ..data.recipe import DataConfig, build_data, data_vocab_size
+from ..report import mqar_token_labels
 from ..train import Callback, TrainConfig
 from .common import ErrorBox, guarded, run_stepwise
 from .dashboard import TrainingDashboard
-from .runs import ExampleSlice, RunCache, RunResult, mqar_token_roles, run_key, train_run
+from .runs import ExampleSlice, RunCache, RunResult, run_key, train_run
 
 __all__ = ["AblationLab"]
 
@@ -258,7 +259,7 @@ class AblationLab:
         train, test, tokenizer = self.data(data)
         x, y = test[torch.arange(1)]
         self.dashboard.probe_input = x[0]
-        self.dashboard.tokens = (mqar_token_roles(x[0], y[0], test.num_kv_pairs) if data.task == "mqar"
+        self.dashboard.tokens = (mqar_token_labels(x[0], y[0], test.num_kv_pairs) if data.task == "mqar"
                                  else [tokenizer.decode([i]) for i in x[0].tolist()])
         self.dashboard.start_run(label)
         self.progress.max, self.progress.value = train_config.max_steps, 0

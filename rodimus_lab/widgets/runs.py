@@ -18,14 +18,13 @@ import torch
 
 from .. import seed_everything
 from ..config import ModelConfig
-from ..data.mqar import IGNORE
 from ..data.recipe import DataConfig, build_data
 from ..memory import cache_bytes
 from ..model import RodimusLM
 from ..train import Callback, TrainConfig, Trainer
 from .common import TrainingDiverged
 
-__all__ = ["ExampleSlice", "RunResult", "RunCache", "run_key", "fit_steps", "train_run", "mqar_token_roles"]
+__all__ = ["ExampleSlice", "RunResult", "RunCache", "run_key", "fit_steps", "train_run"]
 
 # Fields that change how a run is shown or where it writes, not what it computes.
 _NOT_HASHED = ("progress", "out_dir", "device", "checkpoint_every", "keep_last")
@@ -177,16 +176,3 @@ def train_run(name: str, data_config: DataConfig, model_config: ModelConfig, tra
     return RunResult(name=name, key=key, data=data_config.to_dict(), model=model_config.to_dict(),
                      train=train_config.to_dict(), status=status, history=trainer.history, final=summary,
                      trained=model)
-
-
-def mqar_token_roles(inputs: torch.Tensor, labels: torch.Tensor, num_kv_pairs: int) -> list[str]:
-    """Labels for one MQAR example's positions: K/V in the context, Q at queries, · for filler."""
-    roles = []
-    for t, (x, y) in enumerate(zip(inputs.tolist(), labels.tolist())):
-        if t < 2 * num_kv_pairs:
-            roles.append(f"K{x}" if t % 2 == 0 else f"V{x}")
-        elif y != IGNORE:
-            roles.append(f"Q{x}")
-        else:
-            roles.append("·")
-    return roles
