@@ -27,6 +27,7 @@ TOKEN = "rodimus-browser-test"
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.timeout(420),
     pytest.mark.skipif(not Path(CHROMIUM).exists(),
                        reason="Debian chromium is not installed: `apt-get install -y chromium` (.ci/run does this)"),
 ]
