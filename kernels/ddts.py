@@ -29,7 +29,7 @@ once, everything of width n is cheap. So:
    touches memory, unlike the two-kernel "store every chunk state, then compute outputs" plan, which
    moves n/C · T · m extra elements twice (as much as v itself at n = C = 64). The cost is a
    sequential loop of T/64 steps per program; B·m/64 programs (256 at B = 8, m = 2048) fill the GPU.
-   In training it also writes the chunk-start states h (input dtype) for the backward.
+   In training it also writes the chunk-start states h (fp32) for the backward.
 3. Backward, ``ddts_bwd_walk`` — the same walk in reverse with dS in fp32 registers: writes dh (the
    gradient of every chunk's end state), dv (complete, since the program owns its value columns) and
    d(initial state).
@@ -45,8 +45,11 @@ once, everything of width n is cheap. So:
 
 Precision: gates, norms, cumsums, the state, every accumulation and the score block A are fp32 (A·v is
 a tf32 product: rounding A to bf16 was the largest error source in a CPU emulation, 1.7e-3 vs 0.5e-3
-relative); the other tensor-core operands (qg, kg, h, dh, v, do) are in the input dtype (bf16/fp16), or
-fp32 with IEEE dots for fp32 inputs. Tile sizes: C = 64, sub-block 16, BM = 64 value columns, n padded to a power of 2
+relative). The chunk states h and their gradients dh are stored in fp32: Σ h⊙dh feeds ∂log α, and
+with barely-decaying channels both grow with T while the sum cancels — bf16 h/dh put ∂g_logits and
+∂tau_logits at 5.3e-3 and 7.2e-3 relative error at T = 65 536 on the H200 (fp32 h/dh: not yet run there);
+they are rounded to the input dtype only as matrix operands. The other tensor-core operands (qg, kg,
+v, do) are in the input dtype (bf16/fp16), or fp32 with IEEE dots for fp32 inputs. Tile sizes: C = 64, sub-block 16, BM = 64 value columns, n padded to a power of 2
 (n ≥ 16 in practice); 4 warps for the walks, 8 for the per-chunk programs (a dozen live [64, n] fp32
 tiles). Measured speed and what is still slow: docs/benchmarks.md, "DDTS kernels". Any T (the last chunk is masked: its padded rows have log α = 0, k = 0), any B·H,
 and ``cu_seqlens`` packing (B = 1; empty and 1-token sequences are fine) via per-chunk tables.
@@ -204,7 +207,7 @@ class _DDTS(torch.autograd.Function):
                                  num_warps=_warps(n, chunk_program=True))
         needs_grad = any(ctx.needs_input_grad[:6])
         o = torch.empty_like(v)
-        h = torch.empty(NC, H, n, m, device=q.device, dtype=odt) if needs_grad else None
+        h = torch.empty(NC, H, n, m, device=q.device, dtype=torch.float32) if needs_grad else None
         final = torch.empty(num_seqs, H, n, m, device=q.device, dtype=torch.float32) if output_final_state else None
         h0 = None if initial_state is None else initial_state.detach().float().contiguous()
         grid = (num_seqs, H, _cdiv(m, BLOCK_M))

@@ -295,10 +295,11 @@ def ddts_bwd_sweep(v, do, h, dh, partial, cu, chunk_seq, chunk_local, T, NT, H, 
         s_mask = nmask[:, None] & mmask[None, :]
         hc = tl.load(h + hbase + s_off, mask=s_mask, other=0.0)
         dhc = tl.load(dh + hbase + s_off, mask=s_mask, other=0.0)
-        dqg = tl.dot(doc, tl.trans(hc), dqg, input_precision=PREC)
-        dkg = tl.dot(vc, tl.trans(dhc), dkg, input_precision=PREC)
+        dqg = tl.dot(doc, tl.trans(hc.to(dt)), dqg, input_precision=PREC)
+        dkg = tl.dot(vc, tl.trans(dhc.to(dt)), dkg, input_precision=PREC)
         dA = tl.dot(doc, tl.trans(vc), dA, input_precision=PREC)
-        dgc += tl.sum(hc.to(tl.float32) * dhc.to(tl.float32), axis=1)
+        # h and dh are fp32: over long sequences Σ h⊙dh (→ ∂log α) cancels, and bf16 states lost it
+        dgc += tl.sum(hc * dhc, axis=1)
     partial += ((split * tl.num_programs(0) + ic).to(tl.int64) * H + ih) * (2 * C * BN + C * C + BN)
     tile = rows[:, None] * BN + cols[None, :]
     tl.store(partial + tile, dqg)
