@@ -1,7 +1,7 @@
 """CPU training benchmark (not a test): `rodimus-lab demo` end to end, and an MQAR (L=128, p=8) run.
 
     python benchmarks/bench_cpu_train.py                    # both, a markdown table at the end
-    python benchmarks/bench_cpu_train.py --skip-demo --l128-steps 200
+    python benchmarks/bench_cpu_train.py --skip-demo --l128-steps 300
 
 The demo is timed as a user runs it (a fresh process, data generation and the report included).
 The L=128 run trains the same small Rodimus on Zoology's (128, 8) task for a fixed number of steps
@@ -65,7 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-demo", action="store_true")
-    parser.add_argument("--l128-steps", type=int, default=300)
+    parser.add_argument("--l128-steps", type=int, default=100)
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     rows = []

@@ -40,9 +40,9 @@ _MODEL_FROM_DATA = ("vocab_size",)   # the data decide these model fields
 # `rodimus-lab demo`: measured to reach ≥ 99% MQAR accuracy (L=64, p=4) within two minutes on a
 # 2-core CPU (docs/benchmarks.md, "CPU training"). Flags override any of it.
 DEMO = {
-    "model": {"d_model": 64, "n_layers": 2, "mem_size": 16, "backend": "reference"},
-    "train": {"max_steps": 600, "batch_size": 64, "lr": 3e-3, "warmup_steps": 20, "eval_every": 50,
-              "eval_batch_size": 250, "stop_at_accuracy": 0.995, "weight_decay": 0.1, "out_dir": "runs/demo"},
+    "model": {"d_model": 128, "n_layers": 1, "mem_size": 16, "tie_embeddings": True, "backend": "reference"},
+    "train": {"max_steps": 1400, "batch_size": 32, "lr": 1e-2, "warmup_steps": 20, "eval_every": 100,
+              "eval_batch_size": 250, "stop_at_accuracy": 0.99, "weight_decay": 0.1, "out_dir": "runs/demo"},
     "data": {"task": "mqar", "preset": "demo"},
 }
 DEMO_THREADS = 1
