@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rodimus_lab.data.mqar import (IGNORE, MQAR_PRESETS, generate_mqar, make_mqar_splits, mqar_accuracy,
-                                   mqar_example_accuracy, mqar_preset)
+                                   mqar_example_accuracy, mqar_grid, mqar_preset)
 from rodimus_lab.train import evaluate
 
 L, P, V = 64, 4, 512
@@ -85,8 +85,11 @@ def test_splits_use_disjoint_seeds():
 
 
 def test_standard_grid_presets():
-    grid = {(p.seq_len, p.num_kv_pairs) for p in MQAR_PRESETS.values() if p.vocab_size == 8192}
-    assert {(64, 4), (128, 8), (256, 16)} <= grid
+    grid = {(p.seq_len, p.num_kv_pairs) for p in mqar_grid("zoology")}
+    assert grid == {(64, 4), (128, 8), (256, 16)}
+    assert all(p.vocab_size == 8192 and p.random_non_queries for p in mqar_grid("zoology"))
+    with pytest.raises(ValueError, match="unknown MQAR grid"):
+        mqar_grid("zoo")
     assert MQAR_PRESETS["L128_p8"].num_train == 100_000 and MQAR_PRESETS["L128_p8"].num_test == 3_000
 
 

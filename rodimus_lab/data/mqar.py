@@ -24,7 +24,7 @@ import torch
 
 __all__ = [
     "generate_mqar", "mqar_accuracy", "mqar_example_accuracy",
-    "MQARPreset", "MQARSplit", "MQAR_PRESETS", "MQAR_GRIDS", "mqar_preset", "make_mqar_splits",
+    "MQARPreset", "MQARSplit", "MQAR_PRESETS", "MQAR_GRIDS", "mqar_preset", "mqar_grid", "make_mqar_splits",
 ]
 
 IGNORE = -100
@@ -153,8 +153,15 @@ MQAR_PRESETS: dict[str, MQARPreset] = {
     "demo": MQARPreset(64, 4, vocab_size=256, num_train=20_000, num_test=1_000, random_non_queries=False),
 }
 MQAR_GRIDS: dict[str, tuple[str, ...]] = {
-    "zoology": ("L64_p4", "L128_p8", "L256_p16"),
+    "zoology": ("L64_p4", "L128_p8", "L256_p16"),   # with d_model ∈ {64, 128, 256, 512}, lr ∈ logspace(-4, -2, 4)
 }
+
+
+def mqar_grid(name: str, **overrides) -> list[MQARPreset]:
+    """The presets of a named grid (``mqar_grid("zoology")``); each is trained and reported on its own."""
+    if name not in MQAR_GRIDS:
+        raise ValueError(f"unknown MQAR grid {name!r}; known grids: {sorted(MQAR_GRIDS)}")
+    return [mqar_preset(preset, **overrides) for preset in MQAR_GRIDS[name]]
 
 
 def mqar_preset(name: str, **overrides) -> MQARPreset:
