@@ -36,7 +36,8 @@ test: install
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lab: install
-	JUPYTERLAB_SETTINGS_DIR=$(CURDIR)/notebooks/.jupyter/lab/user-settings $(BIN)/jupyter lab notebooks/
+	JUPYTERLAB_SETTINGS_DIR=$(CURDIR)/notebooks/.jupyter/lab/user-settings \
+		$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
