@@ -56,6 +56,32 @@ crossover = next(L for L in range(1, 10**6) if cache_bytes(transformer, L) > cac
 print(f"the Transformer's cache passes the Rodimus state after {crossover} tokens ✓")
 
 # %% [markdown]
+# ### Measured, not just counted
+# `rodimus-lab bench decode` times one generated token and measures the decoding state at growing context
+# lengths for three ~125M models of the same width (d = 768: Rodimus with 24 layers, Rodimus+ with 12 and a
+# 2048-key window, Transformer++ with 12). The results file in `docs/results/` was measured on a 2-core CPU
+# (bf16, batch 1; the command is in `docs/benchmarks.md`, "Decoding"). Circles are measured bytes, lines the
+# analytic count; on the right, the Transformer's time per token grows with the context, the others' does not.
+
+# %%
+import json
+from pathlib import Path
+
+results_file = Path("../docs/results/decode_cpu_125m.json")
+decode_results = json.loads(results_file.read_text())
+viz.decode_cost(decode_results)
+
+# %%
+# check: measured state bytes equal the analytic count, and only the Transformer's grows with the context
+rows = [r for r in decode_results["rows"] if "error" not in r]
+assert all(r["state_bytes_measured"] == r["state_bytes_analytic"] for r in rows)
+by_model = {name: sorted((r["context"], r["state_bytes_measured"]) for r in rows if r["model"] == name)
+            for name in {r["model"] for r in rows}}
+assert by_model["rodimus"][0][1] == by_model["rodimus"][-1][1]
+assert by_model["transformer"][-1][1] > 10 * by_model["transformer"][0][1]
+print({name: f"{points[-1][1] / 2**20:.1f} MiB at {points[-1][0]} tokens" for name, points in by_model.items()}, "✓")
+
+# %% [markdown]
 # ## 2. Train a Rodimus on MQAR, then look at its state
 # The recall task makes the state's job concrete: store key → value pairs, answer queries later.
 
