@@ -36,7 +36,12 @@ from . import distributed
 from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from .data.mqar import IGNORE, MQARSplit, mqar_example_accuracy
 
-__all__ = ["TrainConfig", "Trainer", "Callback", "evaluate", "param_groups", "no_weight_decay", "resolve_device"]
+__all__ = ["TrainConfig", "Trainer", "Callback", "TrainingDiverged", "evaluate", "param_groups", "no_weight_decay",
+           "resolve_device"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
 
 
 @dataclass
@@ -281,6 +286,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> list[dict]:
+        """Train to ``max_steps`` (or until ``should_stop``); returns the metrics history."""
+        for _ in self.iter_steps():
+            pass
+        return self.history
+
+    def iter_steps(self):
+        """``fit`` one optimizer step at a time: a generator that yields each step's metrics (after that
+        step's evaluation and checkpoint), so a caller — a widget on the notebook's event loop — can hand
+        control back between steps. Its return value (``StopIteration.value``) is the final summary that
+        ``on_end`` receives. A NaN or infinite loss raises :class:`TrainingDiverged`."""
         c = self.config
         self._write_run_config()
         start_time = time.perf_counter()
@@ -294,6 +309,8 @@ class Trainer:
                 self._record(metrics, "train")
                 for cb in self.callbacks:
                     cb.on_step(metrics, self)
+                if not math.isfinite(metrics["loss"]):
+                    raise TrainingDiverged(f"The loss became {metrics['loss']} at step {self.step}.")
                 postfix = {"loss": f"{metrics['loss']:.3f}"}
                 if c.eval_every and self.step % c.eval_every == 0 and self.eval_data is not None:
                     last_eval = self.run_eval()
@@ -303,6 +320,7 @@ class Trainer:
                 bar.update(1)
                 if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                     self.save_checkpoint()
+                yield metrics
         finally:
             bar.close()
         if self.eval_data is not None and (last_eval is None or last_eval["step"] != self.step):
@@ -313,7 +331,7 @@ class Trainer:
         summary.pop("kind", None)
         for cb in self.callbacks:
             cb.on_end(summary, self)
-        return self.history
+        return summary
 
     def run_eval(self) -> dict:
         c = self.config

@@ -21,11 +21,9 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from ..train import TrainingDiverged
+
 __all__ = ["ErrorBox", "TrainingDiverged", "guarded", "run_stepwise", "readable", "json_safe", "figure_widget"]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
 
 
 def readable(exc: BaseException) -> str:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,9 +20,8 @@ from ..data.recipe import DataConfig, build_data
 from ..memory import cache_bytes
 from ..model import RodimusLM
 from ..train import Callback, TrainConfig, Trainer
-from .common import TrainingDiverged
 
-__all__ = ["ExampleSlice", "RunResult", "RunCache", "run_key", "fit_steps", "train_run"]
+__all__ = ["ExampleSlice", "RunResult", "RunCache", "run_key", "train_run"]
 
 # Fields that change how a run is shown or where it writes, not what it computes.
 _NOT_HASHED = ("progress", "out_dir", "device", "checkpoint_every", "keep_last")
@@ -118,34 +115,6 @@ class RunCache:
         return len(self._runs)
 
 
-def fit_steps(trainer: Trainer):
-    """``Trainer.fit`` one optimizer step at a time: a generator that yields after every step
-    (and its evaluation), so the caller can hand control back to the event loop. Honours
-    ``trainer.should_stop``; evaluates at the end and calls ``on_end`` like ``fit``. Writes no
-    files (no metrics.jsonl or checkpoints): the widgets keep results in memory and their cache."""
-    c = trainer.config
-    start = time.perf_counter()
-    last_eval = None
-    while trainer.step < c.max_steps and not trainer.should_stop:
-        metrics = trainer.train_step()
-        metrics.update(time=time.perf_counter() - start, kind="train")
-        trainer.history.append(metrics)
-        for cb in trainer.callbacks:
-            cb.on_step(metrics, trainer)
-        if not math.isfinite(metrics["loss"]):
-            raise TrainingDiverged(f"The loss became {metrics['loss']} at step {trainer.step}.")
-        if c.eval_every and trainer.step % c.eval_every == 0 and trainer.eval_data is not None:
-            last_eval = trainer.run_eval()
-        yield metrics
-    if trainer.eval_data is not None and (last_eval is None or last_eval["step"] != trainer.step):
-        last_eval = trainer.run_eval()
-    summary = {"step": trainer.step, "time": time.perf_counter() - start, **(last_eval or {})}
-    summary.pop("kind", None)
-    for cb in trainer.callbacks:
-        cb.on_end(summary, trainer)
-    return summary
-
-
 def train_run(name: str, data_config: DataConfig, model_config: ModelConfig, train_config: TrainConfig,
               callbacks: list[Callback] = (), data=None, should_stop=lambda: False):
     """Generator: build a seeded model, train it step by step, and finally return a RunResult
@@ -160,7 +129,7 @@ def train_run(name: str, data_config: DataConfig, model_config: ModelConfig, tra
     seed_everything(train_config.seed)
     model = RodimusLM(model_config)
     trainer = Trainer(model, train, test, train_config, callbacks=list(callbacks))
-    steps = fit_steps(trainer)
+    steps = trainer.iter_steps()
     while True:
         try:
             next(steps)
