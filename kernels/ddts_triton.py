@@ -365,7 +365,6 @@ def ddts_bwd_chunk(q, k, g, tau, partial, dq, dk, dg, dtau, scratch, cu, chunk_s
     nrows = eos - tok0
     r3 = tl.arange(0, SB)
     ri = r3[:, None]
-    rj = r3[None, :]
     cj = cols[None, :]
     for I in range(NS):
         qs3, ke3, d = _diag_block(q, k, g, tau, base, I * SB, nrows, scale, H, N, SB, BN)

@@ -33,8 +33,24 @@ def align8(x: float) -> int:
     return (int(x) + 7) // 8 * 8
 
 
+class DictConfig:
+    """to_dict / from_dict for the config dataclasses (ModelConfig, TrainConfig, DataConfig):
+    an unknown key is an error that lists the known ones."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**d)
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(DictConfig):
     vocab_size: int = 8192
     d_model: int = 128
     n_layers: int = 2
@@ -150,18 +166,6 @@ class ModelConfig:
     def residuals_per_layer(self) -> int:
         """How many out_proj write into the stream per layer (the init rescale √(r·L))."""
         return {"rodimus": 1, "rodimus_plus": 3, "transformer": 2}[self.block]
-
-    # ---- (de)serialisation ---------------------------------------------------
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

@@ -20,7 +20,6 @@ end training early.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import distributed
+from .config import DictConfig
 from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from .data.mqar import IGNORE, MQARSplit, mqar_example_accuracy
 
@@ -45,7 +45,7 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DictConfig):
     max_steps: int = 1000
     batch_size: int = 32              # examples per optimizer step, all micro-batches together
     grad_accum: int = 1               # micro-batches per optimizer step (divides batch_size)
@@ -90,17 +90,6 @@ class TrainConfig:
         need("precision", self.precision in ("auto", "fp32", "bf16"), "'auto', 'fp32' or 'bf16'")
         need("device", isinstance(self.device, str) and (self.device in ("auto", "cpu") or self.device.startswith("cuda")),
              "'auto', 'cpu' or 'cuda[:i]'")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
 
     def lr_at(self, step: int) -> float:
         """Linear warmup to ``lr``, then a cosine down to ``lr · min_lr_ratio`` at ``max_steps``."""

@@ -38,14 +38,6 @@ def _close(a, b):
     assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread (as torchrun gives each rank) avoids OpenMP spin-waits on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):

@@ -10,14 +10,6 @@ from rodimus_lab.checkpoint import CheckpointError, list_checkpoints, load_check
 from rodimus_lab.data.mqar import make_mqar_splits, mqar_preset
 from rodimus_lab.train import Callback, TrainConfig, Trainer, evaluate, param_groups
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread avoids OpenMP spin-waits when other work shares the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 TINY = dict(vocab_size=64, d_model=32, n_layers=1, mem_size=8, backend="reference")
 

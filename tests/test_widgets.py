@@ -22,14 +22,6 @@ from rodimus_lab.data.recipe import DataConfig, build_data
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads; on a shared CI CPU they cost."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_lab(**kwargs) -> AblationLab:
     lab = AblationLab(min_interval=0, probe_every=2, **kwargs)

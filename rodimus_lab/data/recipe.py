@@ -7,9 +7,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
+from ..config import DictConfig
 from .mqar import make_mqar_splits, mqar_preset
 
 __all__ = ["DataConfig", "build_data", "data_vocab_size"]
@@ -18,7 +18,7 @@ TASKS = ("mqar", "text")
 
 
 @dataclass
-class DataConfig:
+class DataConfig(DictConfig):
     task: str = "mqar"                 # "mqar" or "text"
     # MQAR: a preset name from rodimus_lab.data.mqar.MQAR_PRESETS, and optional overrides
     preset: str = "L64_p4"
@@ -41,17 +41,6 @@ class DataConfig:
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"DataConfig.task = {self.task!r} is invalid: expected one of {TASKS}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DataConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown DataConfig field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
 
 
 def _preset(cfg: DataConfig):

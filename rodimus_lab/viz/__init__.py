@@ -21,4 +21,5 @@ __all__ = [
     "gate_heatmaps", "selection_curves", "write_keep_profile", "probe", "ProbeResult", "ddts_states",
     "effective_rank", "singular_values", "state_norms", "state_spectrum", "use_notebook_renderer",
     "compare_with_paper", "read_metrics", "training_curves", "benchmark_figure", "markdown_tables", "timing_columns",
+    "decode_cost",
 ]
