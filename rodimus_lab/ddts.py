@@ -100,6 +100,14 @@ def _check_state(state, q, v, name: str) -> None:
         raise ValueError(f"{name} must have shape [B, H, n, m] = {expected}, got {tuple(state.shape)}")
 
 
+def _initial_state(initial_state, q, v, dtype) -> torch.Tensor:
+    """S_0: the given state (checked, in the compute dtype) or zeros."""
+    if initial_state is None:
+        return q.new_zeros(q.shape[0], q.shape[-2], q.shape[-1], v.shape[-1], dtype=dtype)
+    _check_state(initial_state, q, v, "initial_state")
+    return initial_state.to(dtype)
+
+
 def _scale(scale, n: int) -> float:
     return n ** -0.5 if scale is None else float(scale)
 
@@ -113,13 +121,8 @@ def ddts_recurrent(q, k, v, log_alpha, *, scale=None, initial_state=None, output
     Returns (o [B, T, H, m], final state [B, H, n, m] or None).
     """
     _check_inputs(q, k, v, log_alpha, seq_dims=4)
-    B, T, H, n = q.shape
-    m = v.shape[-1]
-    dtype = _compute_dtype(v)
-    state = q.new_zeros(B, H, n, m, dtype=dtype)
-    if initial_state is not None:
-        _check_state(initial_state, q, v, "initial_state")
-        state = initial_state.to(dtype)
+    T, n = q.shape[1], q.shape[-1]
+    state = _initial_state(initial_state, q, v, _compute_dtype(v))
     outputs = []
     for t in range(T):
         o_t, state = _step(q[:, t], k[:, t], v[:, t], log_alpha[:, t], state, _scale(scale, n))
@@ -199,10 +202,7 @@ def ddts_chunkwise(q, k, v, log_alpha, *, chunk_size=64, scale=None, initial_sta
     m = v.shape[-1]
     out_dtype, dtype = v.dtype, _compute_dtype(v)
     scale = _scale(scale, n)
-    state = q.new_zeros(B, H, n, m, dtype=dtype)
-    if initial_state is not None:
-        _check_state(initial_state, q, v, "initial_state")
-        state = initial_state.to(dtype)
+    state = _initial_state(initial_state, q, v, dtype)
 
     # Pad T to a multiple of C. Padding has log α = 0 and k = 0: it neither decays
     # nor writes the state, so the final state is exact; its outputs are cut off.
