@@ -131,7 +131,7 @@ class RodimusMixer(nn.Module):
             log_alpha = _up(log_alpha).expand(*xc.shape[:-1], c.mem_size)
             one = torch.ones_like(log_alpha)
             return log_alpha, one, None, None
-        logits = F.linear(_up(xc), _up(self.mem_gate_proj.weight), _up(self.mem_gate_proj.bias))
+        logits = self._gate_logits(xc)
         if c.gate == "no_tau":
             g = F.softplus(logits)
             return -g, g, g, torch.ones_like(g)
@@ -147,6 +147,10 @@ class RodimusMixer(nn.Module):
             alpha_hat = -torch.expm1(log_alpha)
         return log_alpha, alpha_hat, g, tau
 
+    def _gate_logits(self, xc):
+        """x̃ W_g|τ + b in (at least) float32: the gates' exponents need the range."""
+        return F.linear(_up(xc), _up(self.mem_gate_proj.weight), _up(self.mem_gate_proj.bias))
+
     def _features(self, x_, xc):
         """Everything DDTS needs from x' (pre-conv) and x̃ (post-conv), per token."""
         q, k = self.in_proj(xc).chunk(2, dim=-1)
@@ -160,7 +164,7 @@ class RodimusMixer(nn.Module):
     def _kernel_inputs(self, x_, xc):
         """(q, k, v, g_logits, tau_logits) for the fused kernels: k raw, logits in fp32."""
         q, k = self.in_proj(xc).chunk(2, dim=-1)
-        logits = F.linear(_up(xc), _up(self.mem_gate_proj.weight), _up(self.mem_gate_proj.bias))
+        logits = self._gate_logits(xc)
         return (q, k, self._value(x_), *logits.chunk(2, dim=-1))
 
     def _value(self, x_):
