@@ -148,8 +148,10 @@ class RodimusMixer(nn.Module):
         return log_alpha, alpha_hat, g, tau
 
     def _gate_logits(self, xc):
-        """x̃ W_g|τ + b in (at least) float32: the gates' exponents need the range."""
-        return F.linear(_up(xc), _up(self.mem_gate_proj.weight), _up(self.mem_gate_proj.bias))
+        """x̃ W_g|τ + b in (at least) float32: the gates' exponents need the range (autocast would
+        round a linear layer's output to bf16, so it is switched off here)."""
+        with torch.autocast(xc.device.type, enabled=False):
+            return F.linear(_up(xc), _up(self.mem_gate_proj.weight), _up(self.mem_gate_proj.bias))
 
     def _features(self, x_, xc):
         """Everything DDTS needs from x' (pre-conv) and x̃ (post-conv), per token."""

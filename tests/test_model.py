@@ -203,6 +203,17 @@ def test_no_key_norm_changes_the_output():
     assert rel_err(b(ids).logits, a(ids).logits) > 1e-4
 
 
+def test_gate_logits_stay_float32_under_autocast():
+    """Mixed-precision training must not round the gates' exponents to bf16."""
+    mixer = RodimusLM(tiny(n_layers=1)).layers[0].mixer
+    xc = torch.randn(1, 5, mixer.mem_gate_proj.in_features)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert mixer.in_proj(xc).dtype == torch.bfloat16     # autocast is on for ordinary layers
+        logits = mixer._gate_logits(xc)
+    assert logits.dtype == torch.float32
+    assert rel_err(logits, mixer._gate_logits(xc)) == 0
+
+
 # ---------------------------------------------------------------- official weights
 
 def official_config(block="rodimus_plus"):
