@@ -4,7 +4,8 @@
                                             # set BROWSER_PATH=/usr/bin/chromium if kaleido cannot find one
 
 Every figure comes from rodimus_lab.viz. The "mqar_*" figures come from a small Rodimus+ trained here
-(about ten minutes on a 2-core CPU); the others are analytic or from untrained models (seconds).
+(about ten minutes on a 2-core CPU); "decode_cost_h200" from the measured results file in docs/results;
+the others are analytic or from untrained models (seconds).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def figures() -> dict:
     result = viz.probe(model, torch.randint(0, 256, (T,)))
     figs["gates_untrained"] = viz.gate_heatmaps(result.gates[0], title="DDTS gates of layer 0 (untrained model)")
     figs["state_spectrum_untrained"] = viz.state_spectrum(result.states(0), title="State spectrum, layer 0 (untrained)")
+    figs["decode_cost_h200"] = viz.decode_cost(OUT.parent / "results" / "decode_h200.json")
     figs.update(trained_mqar_figures())
     return figs
 

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -59,22 +61,26 @@ print(f"the Transformer's cache passes the Rodimus state after {crossover} token
 # ### Measured, not just counted
 # `rodimus-lab bench decode` times one generated token and measures the decoding state at growing context
 # lengths for three ~125M models of the same width (d = 768: Rodimus with 24 layers, Rodimus+ with 12 and a
-# 2048-key window, Transformer++ with 12). The results file in `docs/results/` was measured on a 2-core CPU
-# (bf16, batch 1; the command is in `docs/benchmarks.md`, "Decoding"). Circles are measured bytes, lines the
-# analytic count; on the right, the Transformer's time per token grows with the context, the others' does not.
+# 2048-key window, Transformer++ with 12). The results file in `docs/results/` was measured on an H200 (bf16,
+# batch 1; the command is in `docs/benchmarks.md`, "Decoding"; `decode_h200_b16.json` beside it is batch 16 and
+# `decode_cpu_125m.json` a 2-core CPU). Circles are measured bytes, lines the analytic count. On the right,
+# solid lines are eager steps — at batch 1 on a GPU they are bound by the host launching ~1000 small kernels,
+# whatever the context — and dashed lines a CUDA graph of the same step: the Transformer's time per token
+# grows with the context, the others' does not.
 
 # %%
 import json
 from pathlib import Path
 
-results_file = Path("../docs/results/decode_cpu_125m.json")
+results_file = Path("../docs/results/decode_h200.json")
 decode_results = json.loads(results_file.read_text())
 viz.decode_cost(decode_results)
 
 # %%
-# check: measured state bytes equal the analytic count, and only the Transformer's grows with the context
+# check: measured state bytes match the analytic count (CUDA's allocator rounds small blocks up by a few %),
+# and only the Transformer's grows with the context
 rows = [r for r in decode_results["rows"] if "error" not in r]
-assert all(r["state_bytes_measured"] == r["state_bytes_analytic"] for r in rows)
+assert all(abs(r["state_bytes_measured"] / r["state_bytes_analytic"] - 1) < 0.05 for r in rows)
 by_model = {name: sorted((r["context"], r["state_bytes_measured"]) for r in rows if r["model"] == name)
             for name in {r["model"] for r in rows}}
 assert by_model["rodimus"][0][1] == by_model["rodimus"][-1][1]

@@ -82,13 +82,16 @@ def test_bad_arguments():
         run([0], progress=False)
 
 
-def test_the_step_captured_in_a_cuda_graph_computes_the_model_step():
-    """What _graph_step captures (in-place state, no host-side check), run eagerly on CPU."""
+@pytest.mark.parametrize("block, window", [("rodimus", None), ("rodimus_plus", 4), ("transformer", 16)])
+def test_the_step_captured_in_a_cuda_graph_computes_the_model_step(block, window):
+    """What _graph_step captures (in-place state, no host-side check), run eagerly on CPU: each call is
+    the model's step at the state's position (a ring slot written in place for the attention models)."""
     from rodimus_lab import ModelConfig, RodimusLM
     from rodimus_lab.bench.decode import _clone, _in_place_step, _unchecked_ddts_step, synthetic_state
 
     torch.manual_seed(0)
-    model = RodimusLM(ModelConfig(vocab_size=64, d_model=32, n_layers=2, mem_size=8))   # float32, as benched
+    config = ModelConfig(vocab_size=64, d_model=32, n_layers=2, mem_size=8, block=block, window=window)
+    model = RodimusLM(config)   # float32, as benched
     state = synthetic_state(model, 10)
     reference = _clone(state)
     token = torch.tensor([5])
@@ -96,7 +99,10 @@ def test_the_step_captured_in_a_cuda_graph_computes_the_model_step():
     with torch.no_grad(), _unchecked_ddts_step():
         for t in (5, 9, 17):
             token.fill_(t)
+            reference.position = state.position   # a replay decodes at the captured position again
             torch.testing.assert_close(body(), model.step(torch.tensor([t]), reference)[0])
+    assert state.position == 10
     for layer, expected in zip(state.layers, reference.layers):
-        torch.testing.assert_close(layer["mixer"]["ddts"], expected["mixer"]["ddts"])
-        torch.testing.assert_close(layer["mixer"]["conv"], expected["mixer"]["conv"])
+        for part, tensors in layer.items():
+            for name, tensor in tensors.items():
+                torch.testing.assert_close(tensor, expected[part][name])

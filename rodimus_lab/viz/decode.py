@@ -33,7 +33,7 @@ def decode_cost(results, title: str | None = None) -> go.Figure:
         raise ValueError("results hold no measured rows; nothing to draw")
     env = results.get("environment", {})
     where = env.get("gpu") or env.get("device", "")
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.16,
                         subplot_titles=("decoding state per sequence", "latency per generated token"))
     for name in dict.fromkeys(r["model"] for r in rows):
         points = sorted((r for r in rows if r["model"] == name), key=lambda r: r["context"])
@@ -63,6 +63,6 @@ def decode_cost(results, title: str | None = None) -> go.Figure:
     fig.update_yaxes(type="log", title="bytes (line: analytic, circles: measured)", row=1, col=1)
     fig.update_yaxes(type="log", title="ms per token (median)", row=1, col=2)
     dtype, batch = results.get("dtype", ""), results.get("batch_size", "")
-    fig.update_layout(template=TEMPLATE, height=450,
+    fig.update_layout(template=TEMPLATE, height=520, legend=dict(orientation="h", y=-0.22, x=0),
                       title=title or f"Decoding cost vs context length ({where}, {dtype}, batch {batch})")
     return fig
