@@ -134,7 +134,7 @@ def main():
     parser.add_argument("--fla", choices=["all", "decode", "none"], default="all",
                         help="where to compare with the official fla path")
     parser.add_argument("--no-reference", action="store_true", help="skip the PyTorch reference")
-    parser.add_argument("--profile", action="store_true", help="per-kernel times of our fwd+bwd")
+    parser.add_argument("--profile", action="store_true", help="per-kernel times of our fwd+bwd at every shape")
     args = parser.parse_args()
     with_fla = args.fla == "all"
     fla_version = "not used"
@@ -148,7 +148,9 @@ def main():
     print(f"measured ceilings: copy {bw / 1e12:.2f} TB/s (read + write), bf16 matmul {rate / 1e12:.0f} TFLOP/s",
           flush=True)
     if args.profile:
-        profile_ours(SHAPES[0])
+        for shape in SHAPES:
+            print(f"per-kernel CUDA time, B,T,H,n,m = {shape}, 5 x fwd+bwd")
+            profile_ours(shape)
 
     rows = []
     for shape in SHAPES:

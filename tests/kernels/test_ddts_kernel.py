@@ -57,7 +57,8 @@ def compare(inputs, *, dtype=torch.float32, cu_seqlens=None, scale=None, with_h0
     o, final = rodimus_kernels.ddts(*kernel_in[:5], initial_state=kernel_in[5] if with_h0 else None,
                                     output_final_state=True, cu_seqlens=cu_seqlens, scale=scale)
     assert o.dtype == dtype and o.shape == v.shape and final.dtype == torch.float32
-    weights = torch.randn_like(o, dtype=torch.float32), torch.randn_like(final)
+    # ∂o reaches the kernel in o's dtype: draw it representable there, so both sides see the same ∂o
+    weights = torch.randn_like(o, dtype=torch.float32).to(dtype).float(), torch.randn_like(final)
     ((o.float() * weights[0]).sum() + (final * weights[1]).sum()).backward()
 
     if cu_seqlens is None:
@@ -79,6 +80,7 @@ def compare(inputs, *, dtype=torch.float32, cu_seqlens=None, scale=None, with_h0
 
     errors = {"o": rel_err(o, o_ref), "final_state": rel_err(final, final_ref)}
     errors.update({f"d{name}": rel_err(a.grad, b.grad) for name, a, b in zip(NAMES, kernel_in, ref_in)})
+    print(f"relative RMS errors ({dtype}):", errors)   # shown by `pytest -rP`
     bad = {name: err for name, err in errors.items() if not err <= tol}
     assert not bad, f"relative RMS errors above {tol}: {bad} (all: {errors})"
     return errors
