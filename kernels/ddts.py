@@ -232,6 +232,8 @@ class _DDTS(torch.autograd.Function):
         NT = _cdiv(T, CHUNK)
         varlen = cu is not None
         BN, prec, warps = _block_n(n), _precision(v), _warps(n)
+        # ∂log α cancels (see Precision): the products it is summed from get 3-pass tf32 (≈ fp32)
+        sum_prec = "ieee" if v.dtype == torch.float32 else "tf32x3"
         do = do.contiguous()
         dfinal = None if dfinal is None else dfinal.float().contiguous()
         dv = torch.empty_like(v)
@@ -249,14 +251,14 @@ class _DDTS(torch.autograd.Function):
         partial = torch.empty(splits * NC * H, 2 * CHUNK * BN + CHUNK * CHUNK + BN, device=q.device,
                               dtype=torch.float32)
         K.ddts_bwd_sweep[(NC, H, splits)](v, do, h, dh, partial, cu, chunk_seq, chunk_local, T, NT, H, n, m,
-                                          per_split, C=CHUNK, BN=BN, BM=BLOCK_M, PREC=prec, VARLEN=varlen,
+                                          per_split, C=CHUNK, BN=BN, BM=BLOCK_M, PREC=sum_prec, VARLEN=varlen,
                                           num_warps=warps)
         dq, dk = torch.empty_like(q), torch.empty_like(k)
         dg, dtau = torch.empty_like(g_logits), torch.empty_like(tau_logits)
         scratch = torch.empty(NC * H, CHUNK * CHUNK + 2 * CHUNK * BN, device=q.device, dtype=torch.float32)
         K.ddts_bwd_chunk[(NC, H)](q, k, g_logits, tau_logits, partial, dq, dk, dg, dtau, scratch,
                                   cu, chunk_seq, chunk_local, ctx.scale, T, NT, H, n, splits,
-                                  C=CHUNK, SB=SUB, BN=BN, PREC=prec, VARLEN=varlen,
+                                  C=CHUNK, SB=SUB, BN=BN, PREC=sum_prec, VARLEN=varlen,
                                   num_warps=_warps(n, chunk_program=True))
         if dh0 is not None:
             dh0 = dh0.to(ctx.h0_dtype)
