@@ -45,14 +45,19 @@ once, everything of width n is cheap. So:
 
 Precision: gates, norms, cumsums, the state, every accumulation and the score block A are fp32 (A·v is
 a tf32 product: rounding A to bf16 was the largest error source in a CPU emulation, 1.7e-3 vs 0.5e-3
-relative). The chunk states h and their gradients dh are stored in fp32: Σ h⊙dh feeds ∂log α, and
-with barely-decaying channels both grow with T while the sum cancels — bf16 h/dh put ∂g_logits and
-∂tau_logits at 5.3e-3 and 7.2e-3 relative error at T = 65 536 on the H200 (fp32 h/dh: not yet run there);
-they are rounded to the input dtype only as matrix operands. The other tensor-core operands (qg, kg,
-v, do) are in the input dtype (bf16/fp16), or fp32 with IEEE dots for fp32 inputs. Tile sizes: C = 64, sub-block 16, BM = 64 value columns, n padded to a power of 2
-(n ≥ 16 in practice); 4 warps for the walks, 8 for the per-chunk programs (a dozen live [64, n] fp32
-tiles). Measured speed and what is still slow: docs/benchmarks.md, "DDTS kernels". Any T (the last chunk is masked: its padded rows have log α = 0, k = 0), any B·H,
-and ``cu_seqlens`` packing (B = 1; empty and 1-token sequences are fine) via per-chunk tables.
+relative); the chunk states h and dh are stored in fp32. The walks' other tensor-core operands (qg, kg,
+v, do, the state for q·S) are in the input dtype (bf16/fp16); fp32 inputs get IEEE fp32 dots throughout.
+The backward's ``ddts_bwd_sweep`` and ``ddts_bwd_chunk`` use 3-pass tf32 (≈ fp32) products for 16-bit
+inputs: ∂log α is formed as qs⊙∂qs − ke⊙∂ke, which cancels where the gates saturate (α̂ up to ~60),
+and with 1-pass tf32 there ∂tau_logits was 6.7e-3 relative error at T = 65 536 with logits × 30 on the
+H200 (3.5e-4 with 3-pass; bf16 walk operands, fp32 walk operands and fp32 h/dh each left it at
+6.6–7.2e-3).
+
+Tile sizes: C = 64, sub-block 16, BM = 64 value columns, n padded to a power of 2 (n ≥ 16 in practice);
+4 warps for the walks, 8 for the per-chunk programs (a dozen live [64, n] fp32 tiles). Measured speed,
+the cost of the 3-pass products and what is still slow: docs/benchmarks.md, "DDTS kernels". Any T (the
+last chunk is masked: its padded rows have log α = 0, k = 0), any B·H, and ``cu_seqlens`` packing
+(B = 1; empty and 1-token sequences are fine) via per-chunk tables.
 
 CPU: with ``TRITON_INTERPRET=1`` set before this package is imported, CPU tensors run through these very
 kernels (how CI tests them); without it they go to the PyTorch twin in ``ddts_torch.py``.

@@ -298,7 +298,7 @@ def ddts_bwd_sweep(v, do, h, dh, partial, cu, chunk_seq, chunk_local, T, NT, H, 
         dqg = tl.dot(doc, tl.trans(hc.to(dt)), dqg, input_precision=PREC)
         dkg = tl.dot(vc, tl.trans(dhc.to(dt)), dkg, input_precision=PREC)
         dA = tl.dot(doc, tl.trans(vc), dA, input_precision=PREC)
-        # h and dh are fp32: over long sequences Σ h⊙dh (→ ∂log α) cancels, and bf16 states lost it
+        # h and dh are fp32: Σ h⊙dh feeds ∂log α, whose terms cancel (see Precision in ddts.py)
         dgc += tl.sum(hc * dhc, axis=1)
     partial += ((split * tl.num_programs(0) + ic).to(tl.int64) * H + ih) * (2 * C * BN + C * C + BN)
     tile = rows[:, None] * BN + cols[None, :]
