@@ -161,6 +161,38 @@ def ddts_prep_fwd(q, k, g, tau, qg, kg, gc, A, cu, chunk_seq, chunk_local, scale
 
 
 @triton.jit
+def _walk_layout(H, N, M, C: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr):
+    """A walk program's index tiles (its value columns are block ``program_id(2)`` of BM): the chunk's
+    rows, the n columns, their masks, the offsets/mask of its [n, BM] state tile, and the in-chunk offsets
+    of a [C, n] tile, the [C, C] score block and a [C, BM] value tile (set once, outside the chunk loop)."""
+    rows = tl.arange(0, C)
+    cols = tl.arange(0, BN)
+    mcols = tl.program_id(2) * BM + tl.arange(0, BM)
+    nmask = cols < N
+    mmask = mcols < M
+    s_off = cols[:, None] * M + mcols[None, :]
+    s_mask = nmask[:, None] & mmask[None, :]
+    nk_off = rows[:, None] * (H * N) + cols[None, :]
+    a_off = rows[:, None] * (H * C) + rows[None, :]
+    vm_off = rows[:, None] * (H * M) + mcols[None, :]
+    return rows, cols, nmask, mmask, s_off, s_mask, nk_off, a_off, vm_off
+
+
+@triton.jit
+def _walk_chunk(qg, kg, gc, A, tok0, eos, chunk, ih, rows, cols, nmask, mmask, nk_off, a_off, H, N, M,
+                C: tl.constexpr):
+    """What both walks read of one chunk: qg, kg [C, n], e^{b_C} [n], the score block A [C, C], and the
+    base and mask of the chunk's [C, BM] value tile."""
+    rmask = rows < eos - tok0
+    nk_mask = rmask[:, None] & nmask[None, :]
+    qgc = tl.load(qg + (tok0 * (H * N) + ih * N) + nk_off, mask=nk_mask, other=0.0)
+    kgc = tl.load(kg + (tok0 * (H * N) + ih * N) + nk_off, mask=nk_mask, other=0.0)
+    gcc = tl.load(gc + (chunk * H + ih) * N + cols, mask=nmask, other=0.0)
+    Ac = tl.load(A + (tok0 * (H * C) + ih * C) + a_off, mask=rmask[:, None], other=0.0)
+    return qgc, kgc, gcc, Ac, tok0 * (H * M) + ih * M, rmask[:, None] & mmask[None, :]
+
+
+@triton.jit
 def ddts_fwd_walk(qg, kg, gc, A, v, o, h, h0, ht, cu, chunk_off, T, NT, H, N, M,
                   C: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr,
                   STORE_H: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr,
@@ -172,32 +204,16 @@ def ddts_fwd_walk(qg, kg, gc, A, v, o, h, h0, ht, cu, chunk_off, T, NT, H, N, M,
     """
     i_s = tl.program_id(0)
     ih = tl.program_id(1)
-    im = tl.program_id(2)
     bos, eos, c0 = _sequence(i_s, T, NT, cu, chunk_off, VARLEN)
-    rows = tl.arange(0, C)
-    cols = tl.arange(0, BN)
-    mcols = im * BM + tl.arange(0, BM)
-    nmask = cols < N
-    mmask = mcols < M
-    s_off = cols[:, None] * M + mcols[None, :]
-    s_mask = nmask[:, None] & mmask[None, :]
-    nk_off = rows[:, None] * (H * N) + cols[None, :]
-    a_off = rows[:, None] * (H * C) + rows[None, :]
-    vm_off = rows[:, None] * (H * M) + mcols[None, :]
+    rows, cols, nmask, mmask, s_off, s_mask, nk_off, a_off, vm_off = _walk_layout(H, N, M, C, BN, BM)
     S = tl.zeros([BN, BM], dtype=tl.float32)
     if USE_H0:
         S += tl.load(h0 + (i_s.to(tl.int64) * H + ih) * N * M + s_off, mask=s_mask, other=0.0)
     dt = qg.dtype.element_ty
     for c in range(tl.cdiv(eos - bos, C)):
         tok0 = bos + c * C
-        rmask = rows < eos - tok0
-        nk_mask = rmask[:, None] & nmask[None, :]
-        qgc = tl.load(qg + (tok0 * (H * N) + ih * N) + nk_off, mask=nk_mask, other=0.0)
-        kgc = tl.load(kg + (tok0 * (H * N) + ih * N) + nk_off, mask=nk_mask, other=0.0)
-        gcc = tl.load(gc + ((c0 + c) * H + ih) * N + cols, mask=nmask, other=0.0)
-        Ac = tl.load(A + (tok0 * (H * C) + ih * C) + a_off, mask=rmask[:, None], other=0.0)
-        vbase = tok0 * (H * M) + ih * M
-        vm_mask = rmask[:, None] & mmask[None, :]
+        qgc, kgc, gcc, Ac, vbase, vm_mask = _walk_chunk(qg, kg, gc, A, tok0, eos, c0 + c, ih, rows, cols, nmask,
+                                                        mmask, nk_off, a_off, H, N, M, C)
         vc = tl.load(v + vbase + vm_off, mask=vm_mask, other=0.0).to(dt)
         if STORE_H:
             tl.store(h + ((c0 + c) * H + ih) * N * M + s_off, S.to(h.dtype.element_ty), mask=s_mask)
@@ -221,18 +237,8 @@ def ddts_bwd_walk(qg, kg, gc, A, do, dv, dh, dht, dh0, cu, chunk_off, T, NT, H, 
     """
     i_s = tl.program_id(0)
     ih = tl.program_id(1)
-    im = tl.program_id(2)
     bos, eos, c0 = _sequence(i_s, T, NT, cu, chunk_off, VARLEN)
-    rows = tl.arange(0, C)
-    cols = tl.arange(0, BN)
-    mcols = im * BM + tl.arange(0, BM)
-    nmask = cols < N
-    mmask = mcols < M
-    s_off = cols[:, None] * M + mcols[None, :]
-    s_mask = nmask[:, None] & mmask[None, :]
-    nk_off = rows[:, None] * (H * N) + cols[None, :]
-    a_off = rows[:, None] * (H * C) + rows[None, :]
-    vm_off = rows[:, None] * (H * M) + mcols[None, :]
+    rows, cols, nmask, mmask, s_off, s_mask, nk_off, a_off, vm_off = _walk_layout(H, N, M, C, BN, BM)
     dS = tl.zeros([BN, BM], dtype=tl.float32)
     if USE_DHT:
         dS += tl.load(dht + (i_s.to(tl.int64) * H + ih) * N * M + s_off, mask=s_mask, other=0.0)
@@ -241,14 +247,8 @@ def ddts_bwd_walk(qg, kg, gc, A, do, dv, dh, dht, dh0, cu, chunk_off, T, NT, H, 
     for cc in range(nchunks):
         c = nchunks - 1 - cc
         tok0 = bos + c * C
-        rmask = rows < eos - tok0
-        nk_mask = rmask[:, None] & nmask[None, :]
-        qgc = tl.load(qg + (tok0 * (H * N) + ih * N) + nk_off, mask=nk_mask, other=0.0)
-        kgc = tl.load(kg + (tok0 * (H * N) + ih * N) + nk_off, mask=nk_mask, other=0.0)
-        gcc = tl.load(gc + ((c0 + c) * H + ih) * N + cols, mask=nmask, other=0.0)
-        Ac = tl.load(A + (tok0 * (H * C) + ih * C) + a_off, mask=rmask[:, None], other=0.0)
-        vbase = tok0 * (H * M) + ih * M
-        vm_mask = rmask[:, None] & mmask[None, :]
+        qgc, kgc, gcc, Ac, vbase, vm_mask = _walk_chunk(qg, kg, gc, A, tok0, eos, c0 + c, ih, rows, cols, nmask,
+                                                        mmask, nk_off, a_off, H, N, M, C)
         doc = tl.load(do + vbase + vm_off, mask=vm_mask, other=0.0).to(dt)
         tl.store(dh + ((c0 + c) * H + ih) * N * M + s_off, dS.to(dh.dtype.element_ty), mask=s_mask)
         dvc = tl.dot(tl.trans(Ac), doc.to(tl.float32), input_precision=PREC)
