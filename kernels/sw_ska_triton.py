@@ -71,6 +71,21 @@ def _query_ranges(n0, T, W, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr):
 # ----------------------------------------------------------------------------------------- forward
 
 @triton.jit
+def _query_block(K, V, T, H, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Where a program of query rows m0… of head program_id(0), batch program_id(2) reads and writes:
+    (m0, row stride, base offset of its q/o/v rows, the batch's shared key head, its v head, the row and
+    head-dim offsets, its rows' index into the [B, H, T] statistics logsumexp and delta)."""
+    h = tl.program_id(0)
+    m0 = tl.program_id(1) * BLOCK_M
+    b = tl.program_id(2).to(tl.int64)
+    stride_t = H * HEAD_DIM
+    q_base = b * T * stride_t + h * HEAD_DIM
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    return (m0, stride_t, q_base, K + b * T * HEAD_DIM, V + q_base, offs_m, tl.arange(0, HEAD_DIM),
+            (b * H + h) * T + offs_m)
+
+
+@triton.jit
 def _fwd_inner(acc, l_i, m_i, q, k_ptr, v_ptr, offs_m, offs_d, start, end, T, W, stride_vt, qk_scale,
                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr):
     for n0 in range(start, end, BLOCK_N):
@@ -92,16 +107,7 @@ def _fwd_inner(acc, l_i, m_i, q, k_ptr, v_ptr, offs_m, offs_d, start, end, T, W,
 @triton.jit(do_not_specialize=["T", "H", "W"])
 def _fwd(Q, K, V, O, LSE, T, H, W, qk_scale,
          HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
-    h = tl.program_id(0)
-    m0 = tl.program_id(1) * BLOCK_M
-    b = tl.program_id(2).to(tl.int64)
-    stride_t = H * HEAD_DIM
-    q_base = b * T * stride_t + h * HEAD_DIM
-    k_ptr = K + b * T * HEAD_DIM
-    v_ptr = V + q_base
-
-    offs_m = m0 + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
+    m0, stride_t, q_base, k_ptr, v_ptr, offs_m, offs_d, stat = _query_block(K, V, T, H, HEAD_DIM, BLOCK_M)
     q = _load_rows(Q + q_base, offs_m, offs_d, stride_t, T, True)
 
     m_i = tl.full([BLOCK_M], FINITE_MIN, tl.float32)
@@ -119,7 +125,7 @@ def _fwd(Q, K, V, O, LSE, T, H, W, qk_scale,
     l_safe = tl.where(in_seq, l_i, 1.0)
     o_ptrs = O + q_base + offs_m[:, None] * stride_t + offs_d[None, :]
     tl.store(o_ptrs, (acc / l_safe[:, None]).to(O.dtype.element_ty), mask=in_seq[:, None])
-    tl.store(LSE + (b * H + h) * T + offs_m, m_i + tl.math.log2(l_safe), mask=in_seq)
+    tl.store(LSE + stat, m_i + tl.math.log2(l_safe), mask=in_seq)
 
 
 # ---------------------------------------------------------------------------------------- backward
@@ -143,23 +149,14 @@ def _dq_inner(dq, q, do, lse, delta, k_ptr, v_ptr, offs_m, offs_d, start, end, T
 @triton.jit(do_not_specialize=["T", "H", "W"])
 def _bwd_dq(Q, K, V, O, DO, LSE, DELTA, DQ, T, H, W, qk_scale, scale,
             HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
-    h = tl.program_id(0)
-    m0 = tl.program_id(1) * BLOCK_M
-    b = tl.program_id(2).to(tl.int64)
-    stride_t = H * HEAD_DIM
-    q_base = b * T * stride_t + h * HEAD_DIM
-    k_ptr = K + b * T * HEAD_DIM
-    v_ptr = V + q_base
-
-    offs_m = m0 + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
+    m0, stride_t, q_base, k_ptr, v_ptr, offs_m, offs_d, stat = _query_block(K, V, T, H, HEAD_DIM, BLOCK_M)
     in_seq = offs_m < T
     q = _load_rows(Q + q_base, offs_m, offs_d, stride_t, T, True)
     do = _load_rows(DO + q_base, offs_m, offs_d, stride_t, T, True)
-    lse = tl.load(LSE + (b * H + h) * T + offs_m, mask=in_seq, other=0.0)
+    lse = tl.load(LSE + stat, mask=in_seq, other=0.0)
     o = _load_rows(O + q_base, offs_m, offs_d, stride_t, T, True)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-    tl.store(DELTA + (b * H + h) * T + offs_m, delta, mask=in_seq)  # for _bwd_dkdv, launched next
+    tl.store(DELTA + stat, delta, mask=in_seq)  # for _bwd_dkdv, launched next
 
     dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     lo, full_lo, full_hi, hi = _key_ranges(m0, T, W, BLOCK_M, BLOCK_N)
