@@ -77,10 +77,12 @@ decode_results = json.loads(results_file.read_text())
 viz.decode_cost(decode_results)
 
 # %%
-# check: measured state bytes match the analytic count (CUDA's allocator rounds small blocks up by a few %),
-# and only the Transformer's grows with the context
+# check: measured state bytes equal the analytic count for the recurrent models; CUDA's caching allocator
+# may round the Transformer's cache up (a few % at short contexts), never down; and only the Transformer's
+# grows with the context
 rows = [r for r in decode_results["rows"] if "error" not in r]
-assert all(abs(r["state_bytes_measured"] / r["state_bytes_analytic"] - 1) < 0.05 for r in rows)
+assert all(r["state_bytes_measured"] == r["state_bytes_analytic"] for r in rows if r["model"] != "transformer")
+assert all(0 <= r["state_bytes_measured"] / r["state_bytes_analytic"] - 1 < 0.03 for r in rows)
 by_model = {name: sorted((r["context"], r["state_bytes_measured"]) for r in rows if r["model"] == name)
             for name in {r["model"] for r in rows}}
 assert by_model["rodimus"][0][1] == by_model["rodimus"][-1][1]
