@@ -1,12 +1,11 @@
 """rodimus_kernels — fused Triton kernels for rodimus-lab (installed from the folder ``kernels/``).
 
-Each kernel names its reference twin in ``rodimus_lab`` and is tested against it.
-The kernels themselves arrive with their own issues; this package is importable now so
-that ``backend="auto"`` can look for them.
+One file per op (``ddts.py``, ``sw_ska.py``: checks, launch plans, autograd), its Triton kernels
+(``<op>_triton.py``) and its plain PyTorch twin for CPUs (``<op>_torch.py``); ``dispatch.py`` decides
+where each call runs. Each op names its reference twin in ``rodimus_lab`` and is tested against it.
 """
 
 from .ddts import ddts, ddts_step
 from .sw_ska import sw_ska, sw_ska_decode
 
-__all__: list[str] = ["ddts", "ddts_step"]
-__all__ += ["sw_ska", "sw_ska_decode"]
+__all__ = ["ddts", "ddts_step", "sw_ska", "sw_ska_decode"]

@@ -59,43 +59,23 @@ the cost of the 3-pass products and what is still slow: docs/benchmarks.md, "DDT
 last chunk is masked: its padded rows have log α = 0, k = 0), any B·H, and ``cu_seqlens`` packing
 (B = 1; empty and 1-token sequences are fine) via per-chunk tables.
 
-CPU: with ``TRITON_INTERPRET=1`` set before this package is imported, CPU tensors run through these very
-kernels (how CI tests them); without it they go to the PyTorch twin in ``ddts_torch.py``.
+Where it runs (``dispatch.py``): CUDA tensors, and CPU tensors with ``TRITON_INTERPRET=1`` set before
+this package is imported, run through these very kernels (how CI tests them); other CPU tensors go to
+the PyTorch twin in ``ddts_torch.py``.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from . import ddts_torch
+from .dispatch import cdiv, dot_precision, sm_count, triton_module, use_triton
 
 __all__ = ["ddts", "ddts_step"]
 
 CHUNK = 64
 SUB = 16
 BLOCK_M = 64
-
-
-def _use_triton(x: torch.Tensor) -> bool:
-    return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def _kernels():
-    from . import ddts_triton  # imported late: triton must see TRITON_INTERPRET first
-
-    return ddts_triton
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 2   # the interpreter: still exercise a split sweep
-    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _block_n(n: int) -> int:
@@ -105,10 +85,6 @@ def _block_n(n: int) -> int:
 def _warps(n: int, chunk_program: bool = False) -> int:
     """Per-chunk programs hold a dozen [64, n] fp32 tiles at once: more warps, fewer spills."""
     return 8 if n > 64 or chunk_program else 4
-
-
-def _precision(x: torch.Tensor) -> str:
-    return "ieee" if x.dtype == torch.float32 else "tf32"
 
 
 def _operand_dtype(v: torch.Tensor) -> torch.dtype:
@@ -153,24 +129,11 @@ def ddts(q, k, v, g_logits, tau_logits, *, scale=None, initial_state=None, outpu
     """
     _check(q, k, v, g_logits, tau_logits, initial_state, cu_seqlens)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    if not _use_triton(q):
-        return _fallback(q, k, v, g_logits, tau_logits, scale, initial_state, output_final_state, cu_seqlens)
+    if not use_triton(q):
+        return ddts_torch.ddts_torch(q, k, v, g_logits, tau_logits, scale, initial_state, output_final_state,
+                                     cu_seqlens)
     o, final = _DDTS.apply(q, k, v, g_logits, tau_logits, initial_state, scale, cu_seqlens, output_final_state)
     return o, (final if output_final_state else None)
-
-
-def _fallback(q, k, v, g_logits, tau_logits, scale, initial_state, output_final_state, cu_seqlens):
-    if cu_seqlens is None:
-        o, final = ddts_torch.ddts_torch(q, k, v, g_logits, tau_logits, scale, initial_state)
-        return o, (final if output_final_state else None)
-    outputs, finals = [], []
-    bounds = cu_seqlens.tolist()
-    for i, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
-        h0 = None if initial_state is None else initial_state[i:i + 1]
-        o, final = ddts_torch.ddts_torch(*(x[:, start:end] for x in (q, k, v, g_logits, tau_logits)), scale, h0)
-        outputs.append(o)
-        finals.append(final)
-    return torch.cat(outputs, dim=1), (torch.cat(finals) if output_final_state else None)
 
 
 def _chunk_tables(cu_seqlens, T, device):
@@ -189,12 +152,12 @@ def _chunk_tables(cu_seqlens, T, device):
 class _DDTS(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, g_logits, tau_logits, initial_state, scale, cu_seqlens, output_final_state):
-        K = _kernels()
+        K = triton_module("ddts_triton")
         B, T, H, n = q.shape
         m = v.shape[-1]
         q, k, v, g_logits, tau_logits = (x.contiguous() for x in (q, k, v, g_logits, tau_logits))
         varlen = cu_seqlens is not None
-        NT = _cdiv(T, CHUNK)
+        NT = cdiv(T, CHUNK)
         if varlen:
             cu, chunk_seq, chunk_local, chunk_off, NC = _chunk_tables(cu_seqlens, T, q.device)
             num_seqs = cu.numel() - 1
@@ -206,7 +169,7 @@ class _DDTS(torch.autograd.Function):
         kg = torch.empty_like(qg)
         gc = torch.empty(NC, H, n, device=q.device, dtype=torch.float32)
         A = torch.empty(B, T, H, CHUNK, device=q.device, dtype=torch.float32)  # bf16 here was the largest error
-        BN, prec, warps = _block_n(n), _precision(v), _warps(n)
+        BN, prec, warps = _block_n(n), dot_precision("exact_fp32", v.dtype), _warps(n)
         K.ddts_prep_fwd[(NC, H)](q, k, g_logits, tau_logits, qg, kg, gc, A, cu, chunk_seq, chunk_local,
                                  scale, T, NT, H, n, C=CHUNK, SB=SUB, BN=BN, PREC=prec, VARLEN=varlen,
                                  num_warps=_warps(n, chunk_program=True))
@@ -215,7 +178,7 @@ class _DDTS(torch.autograd.Function):
         h = torch.empty(NC, H, n, m, device=q.device, dtype=torch.float32) if needs_grad else None
         final = torch.empty(num_seqs, H, n, m, device=q.device, dtype=torch.float32) if output_final_state else None
         h0 = None if initial_state is None else initial_state.detach().float().contiguous()
-        grid = (num_seqs, H, _cdiv(m, BLOCK_M))
+        grid = (num_seqs, H, cdiv(m, BLOCK_M))
         K.ddts_fwd_walk[grid](qg, kg, gc, A, v, o, h, h0, final, cu, chunk_off, T, NT, H, n, m,
                               C=CHUNK, BN=BN, BM=BLOCK_M, PREC=prec, STORE_H=needs_grad,
                               USE_H0=h0 is not None, STORE_HT=output_final_state, VARLEN=varlen,
@@ -229,30 +192,30 @@ class _DDTS(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, dfinal):
-        K = _kernels()
+        K = triton_module("ddts_triton")
         q, k, v, g_logits, tau_logits, qg, kg, gc, A, h = ctx.saved_tensors
         cu, chunk_seq, chunk_local, chunk_off, NC, num_seqs = ctx.tables
         B, T, H, n = q.shape
         m = v.shape[-1]
-        NT = _cdiv(T, CHUNK)
+        NT = cdiv(T, CHUNK)
         varlen = cu is not None
-        BN, prec, warps = _block_n(n), _precision(v), _warps(n)
+        BN, prec, warps = _block_n(n), dot_precision("exact_fp32", v.dtype), _warps(n)
         # ∂log α cancels (see Precision): the products it is summed from get 3-pass tf32 (≈ fp32)
-        sum_prec = "ieee" if v.dtype == torch.float32 else "tf32x3"
+        sum_prec = dot_precision("cancelling", v.dtype)
         do = do.contiguous()
         dfinal = None if dfinal is None else dfinal.float().contiguous()
         dv = torch.empty_like(v)
         dh = torch.empty_like(h)
         dh0 = torch.empty(num_seqs, H, n, m, device=q.device, dtype=torch.float32) if ctx.has_h0 else None
-        grid = (num_seqs, H, _cdiv(m, BLOCK_M))
+        grid = (num_seqs, H, cdiv(m, BLOCK_M))
         K.ddts_bwd_walk[grid](qg, kg, gc, A, do, dv, dh, dfinal, dh0, cu, chunk_off, T, NT, H, n, m,
                               C=CHUNK, BN=BN, BM=BLOCK_M, PREC=prec, USE_DHT=dfinal is not None,
                               STORE_DH0=ctx.has_h0, VARLEN=varlen, num_warps=warps)
         # Split each chunk's sweep over the value columns until ~4 programs per SM stream at once.
-        tiles = _cdiv(m, BLOCK_M)
-        splits = min(tiles, _cdiv(4 * _sm_count(q.device), NC * H))
-        per_split = _cdiv(tiles, splits)
-        splits = _cdiv(tiles, per_split)
+        tiles = cdiv(m, BLOCK_M)
+        splits = min(tiles, cdiv(4 * sm_count(q.device), NC * H))
+        per_split = cdiv(tiles, splits)
+        splits = cdiv(tiles, per_split)
         partial = torch.empty(splits * NC * H, 2 * CHUNK * BN + CHUNK * CHUNK + BN, device=q.device,
                               dtype=torch.float32)
         K.ddts_bwd_sweep[(NC, H, splits)](v, do, h, dh, partial, cu, chunk_seq, chunk_local, T, NT, H, n, m,
@@ -286,11 +249,11 @@ def ddts_step(q, k, v, g_logits, tau_logits, state, *, scale=None):
         raise ValueError(f"state must be a contiguous float32 tensor [B, H, n, m] = {(B, H, n, m)}, "
                          f"got {tuple(state.shape)} {state.dtype}")
     scale = n ** -0.5 if scale is None else float(scale)
-    if not _use_triton(q):
+    if not use_triton(q):
         return ddts_torch.ddts_step_torch(q, k, v, g_logits, tau_logits, state, scale)
     q, k, v, g_logits, tau_logits = (x.contiguous() for x in (q, k, v, g_logits, tau_logits))
     o = torch.empty_like(v)
-    grid = (B * H, _cdiv(m, BLOCK_M))
-    _kernels().ddts_step_kernel[grid](q, k, v, g_logits, tau_logits, state, o, scale, n, m,
+    grid = (B * H, cdiv(m, BLOCK_M))
+    triton_module("ddts_triton").ddts_step_kernel[grid](q, k, v, g_logits, tau_logits, state, o, scale, n, m,
                                       BN=_block_n(n), BM=BLOCK_M)
     return o, state

@@ -18,8 +18,27 @@ def gates(g_logits, tau_logits):
     return -g * tau, g.pow(tau)
 
 
-def ddts_torch(q, k, v, g_logits, tau_logits, scale, initial_state=None):
-    """One sequence batch [B, T, H, ·] → (o in v's dtype, final state fp32/fp64)."""
+def ddts_torch(q, k, v, g_logits, tau_logits, scale, initial_state=None, output_final_state=False,
+               cu_seqlens=None):
+    """``rodimus_kernels.ddts`` with the scale resolved: (o in v's dtype, final state fp32/fp64 or None).
+
+    Packed sequences (``cu_seqlens``) run one at a time, each from its own row of ``initial_state``.
+    """
+    if cu_seqlens is None:
+        o, final = _one_batch(q, k, v, g_logits, tau_logits, scale, initial_state)
+        return o, (final if output_final_state else None)
+    outputs, finals = [], []
+    bounds = cu_seqlens.tolist()
+    for i, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+        h0 = None if initial_state is None else initial_state[i:i + 1]
+        o, final = _one_batch(*(x[:, start:end] for x in (q, k, v, g_logits, tau_logits)), scale, h0)
+        outputs.append(o)
+        finals.append(final)
+    return torch.cat(outputs, dim=1), (torch.cat(finals) if output_final_state else None)
+
+
+def _one_batch(q, k, v, g_logits, tau_logits, scale, initial_state=None):
+    """One batch of whole sequences [B, T, H, ·] → (o in v's dtype, final state fp32/fp64)."""
     B, T, H, n = q.shape
     dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
     log_alpha, alpha_hat = gates(g_logits.to(dtype), tau_logits.to(dtype))

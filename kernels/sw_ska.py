@@ -3,20 +3,19 @@
 Reference twin: ``rodimus_lab.attention.attention(q, k, v, window=window)`` with one key head.
 K keeps its single head in memory and in the kernels; it is never repeated to H heads.
 
-Where the work runs:
-    CUDA tensors                          the Triton kernels (``sw_ska_triton.py``)
-    CPU tensors, TRITON_INTERPRET=1       the same Triton kernels, through Triton's interpreter (CI)
-    CPU tensors otherwise                 plain PyTorch below (float32 statistics)
+Where the work runs (``dispatch.py``): CUDA tensors and, with TRITON_INTERPRET=1, CPU tensors go to the
+Triton kernels (``sw_ska_triton.py``); other CPU tensors to the plain PyTorch twin ``sw_ska_torch.py``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 from dataclasses import dataclass
 
 import torch
+
+from .dispatch import cdiv, dot_precision, sm_count, triton_module, use_triton
+from .sw_ska_torch import sw_ska_decode_torch, sw_ska_torch
 
 __all__ = ["sw_ska", "sw_ska_decode"]
 
@@ -57,11 +56,6 @@ def _tiles(kernel: str, dtype: torch.dtype, device: torch.device) -> Tiles:
     return GPU_TILES_FP32 if dtype == torch.float32 else GPU_TILES[kernel]
 
 
-@functools.lru_cache(maxsize=None)
-def _multiprocessors(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
 def _dkdv_groups(batch: int, key_blocks: int, heads: int, device: torch.device) -> int:
     """Head groups of the dK/dV kernel: 1 (dK summed entirely in registers) unless the grid would
     leave most of the GPU idle; then a few groups, each writing a float32 partial dK [B, T, D]."""
@@ -69,12 +63,8 @@ def _dkdv_groups(batch: int, key_blocks: int, heads: int, device: torch.device) 
         return min(TUNING["dkdv_groups"], heads)
     if device.type != "cuda":
         return 1
-    programs_wanted = _multiprocessors(device.index if device.index is not None else torch.cuda.current_device())
+    programs_wanted = sm_count(device)
     return max(1, min(heads, programs_wanted // max(batch * key_blocks, 1)))
-
-
-def _on_triton(x: torch.Tensor) -> bool:
-    return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _check(q, k, v, window):
@@ -115,10 +105,10 @@ def sw_ska(q, k, v, *, window, scale=None):
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if T == 0:
         return torch.empty_like(v)
-    if _on_triton(q):
+    if use_triton(q):
         _check_triton(q)
         return _SwSka.apply(q, k, v, window, scale)
-    return _sw_ska_torch(q, k, v, window, scale)
+    return sw_ska_torch(q, k, v, window, scale)
 
 
 def sw_ska_decode(q, k_cache, v_cache, *, length=None, scale=None):
@@ -139,50 +129,13 @@ def sw_ska_decode(q, k_cache, v_cache, *, length=None, scale=None):
     if not 1 <= length <= S:
         raise ValueError(f"length must be in 1..{S} (valid cache slots), got {length}")
     scale = d ** -0.5 if scale is None else float(scale)
-    if not _on_triton(q):
-        return _decode_torch(q, k_cache[:, :length], v_cache[:, :length], scale)
+    if not use_triton(q):
+        return sw_ska_decode_torch(q, k_cache[:, :length], v_cache[:, :length], scale)
     _check_triton(v_cache)
     return _decode_triton(q, k_cache, v_cache, length, scale)
 
 
-# ------------------------------------------------------------------------------ plain PyTorch
-
-def _visible_mask(q_len: int, k_len: int, window: int, device) -> torch.Tensor:
-    q_pos = torch.arange(k_len - q_len, k_len, device=device)[:, None]
-    k_pos = torch.arange(k_len, device=device)[None, :]
-    return (k_pos <= q_pos) & (k_pos > q_pos - window)
-
-
-def _sw_ska_torch(q, k, v, window, scale):
-    stat = torch.float64 if q.dtype == torch.float64 else torch.float32
-    scores = torch.einsum("bihd,bjd->bhij", q.to(stat), k[:, :, 0].to(stat)) * scale
-    T = q.shape[1]
-    weights = scores.masked_fill(~_visible_mask(T, T, window, q.device), float("-inf")).softmax(-1)
-    return torch.einsum("bhij,bjhd->bihd", weights, v.to(stat)).to(v.dtype)
-
-
-def _decode_torch(q, k, v, scale):
-    stat = torch.float64 if v.dtype == torch.float64 else torch.float32
-    weights = (torch.einsum("bihd,bjd->bhij", q.to(stat), k[:, :, 0].to(stat)) * scale).softmax(-1)
-    return torch.einsum("bhij,bjhd->bihd", weights, v.to(stat)).to(v.dtype)
-
-
 # ------------------------------------------------------------------------------------ Triton
-
-def _kernels():
-    # Imported on first use so that TRITON_INTERPRET, read when triton.jit runs, can be set first.
-    from . import sw_ska_triton
-
-    return sw_ska_triton
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def _precision(dtype):
-    return "tf32x3" if dtype == torch.float32 else "tf32"  # tf32 is ignored for 16-bit inputs
-
 
 def _launch(kernel, grid, tiles: Tiles, *args, **constexprs):
     kernel[grid](*args, **constexprs, num_warps=tiles.num_warps, num_stages=tiles.num_stages)
@@ -193,32 +146,33 @@ def _forward(q, k, v, window, scale):
     tiles = _tiles("fwd", q.dtype, q.device)
     o = torch.empty_like(q)
     lse = torch.empty(B, H, T, device=q.device, dtype=torch.float32)
-    grid = (H, _cdiv(T, tiles.rows), B)
-    _launch(_kernels()._fwd, grid, tiles, q, k, v, o, lse, T, H, window, scale * LOG2E,
-            HEAD_DIM=d, BLOCK_M=tiles.rows, BLOCK_N=tiles.cols, PRECISION=_precision(q.dtype))
+    grid = (H, cdiv(T, tiles.rows), B)
+    _launch(triton_module("sw_ska_triton")._fwd, grid, tiles, q, k, v, o, lse, T, H, window, scale * LOG2E,
+            HEAD_DIM=d, BLOCK_M=tiles.rows, BLOCK_N=tiles.cols, PRECISION=dot_precision("tf32x3", q.dtype))
     return o, lse
 
 
 def _backward(do, q, k, v, o, lse, window, scale):
     B, T, H, d = q.shape
-    kern = _kernels()
+    kern = triton_module("sw_ska_triton")
+    precision = dot_precision("tf32x3", q.dtype)
     delta = torch.empty_like(lse)  # written by _bwd_dq, read by _bwd_dkdv
     dq = torch.empty_like(q)
     tiles = _tiles("dq", q.dtype, q.device)
-    _launch(kern._bwd_dq, (H, _cdiv(T, tiles.rows), B), tiles, q, k, v, o, do, lse, delta, dq,
+    _launch(kern._bwd_dq, (H, cdiv(T, tiles.rows), B), tiles, q, k, v, o, do, lse, delta, dq,
             T, H, window, scale * LOG2E, scale,
-            HEAD_DIM=d, BLOCK_M=tiles.rows, BLOCK_N=tiles.cols, PRECISION=_precision(q.dtype))
+            HEAD_DIM=d, BLOCK_M=tiles.rows, BLOCK_N=tiles.cols, PRECISION=precision)
 
     tiles = _tiles("dkdv", q.dtype, q.device)
-    key_blocks = _cdiv(T, tiles.rows)
+    key_blocks = cdiv(T, tiles.rows)
     groups = _dkdv_groups(B, key_blocks, H, q.device)
-    heads_per_group = _cdiv(H, groups)
-    groups = _cdiv(H, heads_per_group)
+    heads_per_group = cdiv(H, groups)
+    groups = cdiv(H, heads_per_group)
     dv = torch.empty_like(v)
     dk = torch.empty(groups, B, T, 1, d, device=q.device, dtype=k.dtype if groups == 1 else torch.float32)
     _launch(kern._bwd_dkdv, (key_blocks, B, groups), tiles, q, k, v, do, lse, delta, dk, dv,
             T, H, window, heads_per_group, scale * LOG2E, scale,
-            HEAD_DIM=d, BLOCK_N=tiles.rows, BLOCK_M=tiles.cols, PRECISION=_precision(q.dtype))
+            HEAD_DIM=d, BLOCK_N=tiles.rows, BLOCK_M=tiles.cols, PRECISION=precision)
     dk = dk[0] if groups == 1 else dk.sum(0).to(k.dtype)
     return dq, dk, dv
 
@@ -244,13 +198,13 @@ def _decode_triton(q, k_cache, v_cache, length, scale):
     q, k_cache, v_cache = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k_cache, v_cache))
     block = 32 if q.device.type == "cuda" else 16
     # Split the cache so that B·H·splits programs fill the GPU; each split ≥ one block.
-    splits = max(1, min(_cdiv(length, block), _cdiv(256, B * H)))
-    split_len = _cdiv(_cdiv(length, splits), block) * block
-    splits = _cdiv(length, split_len)
+    splits = max(1, min(cdiv(length, block), cdiv(256, B * H)))
+    split_len = cdiv(cdiv(length, splits), block) * block
+    splits = cdiv(length, split_len)
     m = torch.empty(B, H, splits, device=q.device, dtype=torch.float32)
     l = torch.empty_like(m)
     acc = torch.empty(B, H, splits, d, device=q.device, dtype=torch.float32)
-    _kernels()._decode[(H, B, splits)](
+    triton_module("sw_ska_triton")._decode[(H, B, splits)](
         q, k_cache, v_cache, m, l, acc, length, split_len, H, scale * LOG2E,
         q.stride(0), q.stride(2), k_cache.stride(0), k_cache.stride(1),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),

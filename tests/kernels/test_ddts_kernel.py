@@ -15,18 +15,11 @@ import torch
 import torch.nn.functional as F
 
 import rodimus_kernels
+from conftest import CUDA, gpu, rel_rms
 from rodimus_lab.ddts import ddts_chunkwise, ddts_gates
 from rodimus_lab.ddts import ddts_step as ref_step
 
-CUDA = torch.cuda.is_available()
-gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (run on the H200 with `pytest -m gpu`)")
 NAMES = ("q", "k", "v", "g_logits", "tau_logits", "initial_state")
-
-
-def rel_err(a, b):
-    a, b = a.double(), b.double()
-    assert torch.isfinite(a).all(), "non-finite values in the kernel's result"
-    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
 
 
 def reference(q, k, v, g_logits, tau_logits, initial_state=None, scale=None):
@@ -78,8 +71,8 @@ def compare(inputs, *, dtype=torch.float32, cu_seqlens=None, scale=None, with_h0
         o_ref, final_ref = torch.cat(outs, dim=1), torch.cat(finals)
     ((o_ref * weights[0].double()).sum() + (final_ref * weights[1].double()).sum()).backward()
 
-    errors = {"o": rel_err(o, o_ref), "final_state": rel_err(final, final_ref)}
-    errors.update({f"d{name}": rel_err(a.grad, b.grad) for name, a, b in zip(NAMES, kernel_in, ref_in)})
+    errors = {"o": rel_rms(o, o_ref), "final_state": rel_rms(final, final_ref)}
+    errors.update({f"d{name}": rel_rms(a.grad, b.grad) for name, a, b in zip(NAMES, kernel_in, ref_in)})
     print(f"relative RMS errors ({dtype}):", errors)   # shown by `pytest -rP`
     bad = {name: err for name, err in errors.items() if not err <= tol}
     assert not bad, f"relative RMS errors above {tol}: {bad} (all: {errors})"
@@ -138,8 +131,8 @@ def test_step_updates_state_in_place_and_matches_reference():
         la, ah = ddts_gates(g[:, t].double(), tau[:, t].double())
         ke = ah * F.normalize(k[:, t].double(), dim=-1, eps=1e-12)
         o_ref, ref_state = ref_step(q[:, t].double(), ke, v[:, t].double(), la, ref_state)
-        assert rel_err(o, o_ref) <= 1e-5
-    assert rel_err(state, ref_state) <= 1e-5
+        assert rel_rms(o, o_ref) <= 1e-5
+    assert rel_rms(state, ref_state) <= 1e-5
 
 
 def test_kernel_path_is_used_under_interpreter():
@@ -176,8 +169,8 @@ FALLBACK_SCRIPT = textwrap.dedent("""
 
 
 def test_cpu_without_interpreter_falls_back_to_pytorch():
-    env = {key: val for key, val in os.environ.items() if key != "TRITON_INTERPRET"}
-    env["CUDA_VISIBLE_DEVICES"] = ""
+    # "0", not unset: the script imports this module, whose conftest switches an unset interpreter on
+    env = dict(os.environ, TRITON_INTERPRET="0", CUDA_VISIBLE_DEVICES="")
     script = FALLBACK_SCRIPT.format(paths=[os.path.dirname(__file__)])
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "fallback ok" in result.stdout, result.stderr[-3000:]
@@ -225,8 +218,8 @@ def test_gpu_step_matches_reference():
         la, ah = ddts_gates(g[:, t].double(), tau[:, t].double())
         ke = ah * F.normalize(k[:, t].double(), dim=-1, eps=1e-12)
         o_ref, ref_state = ref_step(q[:, t].double(), ke, v[:, t].double(), la, ref_state)
-        assert rel_err(o, o_ref) <= 1e-5
-    assert rel_err(state, ref_state) <= 1e-5
+        assert rel_rms(o, o_ref) <= 1e-5
+    assert rel_rms(state, ref_state) <= 1e-5
 
 
 def test_model_backend_triton_matches_reference():
@@ -242,14 +235,14 @@ def test_model_backend_triton_matches_reference():
     ids = torch.randint(0, 61, (2, 70), generator=torch.Generator().manual_seed(1))
     logits = fused(ids).logits
     logits_ref = ref(ids).logits
-    assert rel_err(logits, logits_ref) <= 1e-4
+    assert rel_rms(logits, logits_ref) <= 1e-4
     logits.square().mean().backward()
     logits_ref.square().mean().backward()
     for (name, p), p_ref in zip(fused.named_parameters(), ref.parameters()):
-        assert rel_err(p.grad, p_ref.grad) <= 1e-4, name
+        assert rel_rms(p.grad, p_ref.grad) <= 1e-4, name
     with torch.no_grad():
         state, state_ref = fused.init_state(2), ref.init_state(2)
         for t in range(3):
             step, _ = fused.step(ids[:, t], state)
             step_ref, _ = ref.step(ids[:, t], state_ref)
-            assert rel_err(step, step_ref) <= 1e-5
+            assert rel_rms(step, step_ref) <= 1e-5

@@ -17,24 +17,11 @@ import pytest
 import torch
 
 import rodimus_kernels
+from conftest import gpu, interpreted, rel_rms
 from rodimus_lab.attention import attention
 
-CUDA = torch.cuda.is_available()
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (run on the H200 with `pytest -m gpu`)")
-interpreted = pytest.mark.skipif(
-    not INTERPRET or CUDA, reason="CPU interpreter tests: need TRITON_INTERPRET=1 and no CUDA (the gpu tests cover CUDA)")
 NAMES = ("o", "dq", "dk", "dv")
 sw_ska_module = importlib.import_module("rodimus_kernels.sw_ska")  # the attribute sw_ska is the function
-
-
-def rel_rms(a, b):
-    """‖a − b‖ / ‖b‖; where the reference is exactly zero (dq, dk at window 1: a softmax over one key has
-    no gradient) the RMS of a itself, so "relative" never divides by zero and never loosens elsewhere."""
-    a, b = a.double(), b.double()
-    assert torch.isfinite(a).all(), "non-finite values in the kernel's result"
-    scale = b.norm().item() or b.numel() ** 0.5
-    return ((a - b).norm() / scale).item()
 
 
 def make_inputs(B, T, H, d, *, dtype=torch.float32, device="cpu", seed=0):
