@@ -9,7 +9,13 @@ value heads the query heads share:
     MQA      H             1           1
     SKA      H             1           H        (shared-key attention, Rodimus+)
 
-Query head h reads key head ``h // (H / Hk)`` and value head ``h // (H / Hv)``.
+Query head j reads key head ``j mod Hk`` and value head ``j mod Hv``: the key/value heads are
+tiled across the query heads (as the official Rodimus code repeats them), not each repeated
+in place. The two pairings differ only for GQA (1 < Hk < H) and give different models.
+
+RoPE comes in the variants the official checkpoints use (:func:`rope`): rotate-half or
+interleaved pairs, all or only the leading dims of each head, and an optional XPos-style
+scale per position.
 
 ``window`` is the number of keys a query sees, itself included (None: all earlier keys).
 The official Rodimus code and fla count windows differently; :func:`window_from_official`
@@ -26,6 +32,7 @@ __all__ = [
     "attention_mask",
     "rope",
     "rope_cos_sin",
+    "xpos_scale",
     "window_from_official",
     "window_from_fla",
 ]
@@ -95,10 +102,11 @@ def attention(q, k, v, *, window=None, causal=True, scale=None, return_weights=F
 
     out_dtype = v.dtype
     dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-    # Index each query head's key/value head (a gather, the simple way; the kernel
-    # never materialises this repeat).
-    k = k.to(dtype).repeat_interleave(Hq // Hk, dim=2)
-    v = v.to(dtype).repeat_interleave(Hq // Hv, dim=2)
+    # Query head j reads key head j mod Hk: tile the Hk heads Hq/Hk times ([k0 k1 k0 k1 …]),
+    # the official pairing. (repeat_interleave, [k0 k0 k1 k1 …], would pair j with j // (Hq/Hk):
+    # same shapes, a different model.) A gather, the simple way; the kernel never materialises it.
+    k = k.to(dtype).repeat(1, 1, Hq // Hk, 1)
+    v = v.to(dtype).repeat(1, 1, Hq // Hv, 1)
     scale = d ** -0.5 if scale is None else float(scale)
     scores = torch.einsum("bihd,bjhd->bhij", q.to(dtype), k) * scale
     mask = attention_mask(Tq, Tk, window=window, causal=causal, device=q.device)
@@ -108,31 +116,69 @@ def attention(q, k, v, *, window=None, causal=True, scale=None, return_weights=F
 
 
 # --------------------------------------------------------------------------- RoPE
+#
+# A head vector's first ``dims`` entries form dims/2 pairs; pair i at position n turns by the
+# angle n · base^(−2i/dims). Rotate-half pairs entry i with i + dims/2 (GPT-NeoX, the default);
+# interleaved pairs 2i with 2i + 1 (GPT-J). Entries past ``dims`` are left alone (partial RoPE).
 
-def rope_cos_sin(positions: torch.Tensor, dim: int, *, base: float = 10000.0, dtype=torch.float32):
-    """cos, sin of shape [T, dim] for rotate-half RoPE (frequencies base^(−2i/dim))."""
+def _spread(per_pair: torch.Tensor, interleaved: bool) -> torch.Tensor:
+    """[..., dims/2] values, one per pair → [..., dims] laid out like the pairs."""
+    return per_pair.repeat_interleave(2, dim=-1) if interleaved else torch.cat([per_pair, per_pair], dim=-1)
+
+
+def _partner(x: torch.Tensor, interleaved: bool) -> torch.Tensor:
+    """Each entry's pair partner, signed so that a pair (a, b) becomes (−b, a)."""
+    if interleaved:
+        return torch.stack([-x[..., 1::2], x[..., 0::2]], dim=-1).flatten(-2)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def rope_cos_sin(positions: torch.Tensor, dim: int, *, base: float = 10000.0, interleaved: bool = False,
+                 dtype=torch.float32):
+    """cos, sin of shape [T, dim] (frequencies base^(−2i/dim)), laid out like the pairs."""
     if dim % 2:
-        raise ValueError(f"RoPE needs an even head dim, got {dim}")
+        raise ValueError(f"RoPE needs an even number of rotated dims, got {dim}")
     inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) / dim)
-    angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]
-    angles = torch.cat([angles, angles], dim=-1)
+    angles = _spread(positions.to(torch.float64)[:, None] * inv_freq[None, :], interleaved)
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
-def rope(x: torch.Tensor, *, offset: int = 0, base: float = 10000.0) -> torch.Tensor:
-    """Rotary position embedding, non-interleaved "rotate-half", on x [B, T, H, d].
+def xpos_scale(positions: torch.Tensor, dim: int, *, scale_base: float, center: int = 0) -> torch.Tensor:
+    """[T, dim/2]: pair i at position n is scaled by ζ_i^((n − center) / scale_base), ζ_i = (2i + 0.4·dim) / (1.4·dim).
 
-    Pairs dimension i with i + d/2 and rotates the pair by angle pos · base^(−2i/d).
-    ``offset`` is the position of x's first token (for decoding).
+    XPos (Sun et al. 2022) scales queries by ζ^n and keys by ζ^−n, so a score depends on n_q − n_k only.
+    The official Rodimus code (``rotary_emb_scale_base``) applies this same table to queries AND keys,
+    centred on half its table length (``max_position_embeddings`` // 2); :func:`rope` does the same,
+    for parity: a score then depends on n_q + n_k as well.
+    """
+    zeta = (torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) + 0.4 * dim) / (1.4 * dim)
+    return zeta[None, :] ** ((positions.to(torch.float64)[:, None] - center) / scale_base)
+
+
+def rope(x: torch.Tensor, *, offset: int = 0, base: float = 10000.0, dims: int | None = None,
+         interleaved: bool = False, xpos_scale_base: float | None = None, xpos_center: int = 0) -> torch.Tensor:
+    """Rotary position embedding on x [B, T, H, d].
+
+    ``offset``: position of x's first token (for decoding). ``dims``: how many leading entries of
+    each head rotate (None: all d; 0: none). ``interleaved``: pair 2i with 2i + 1 instead of i with
+    i + dims/2. ``xpos_scale_base``: also scale each pair by :func:`xpos_scale` (None: off).
     """
     if x.dim() != 4:
         raise ValueError(f"x must be 4-D [B, T, H, d], got shape {tuple(x.shape)}")
     T, d = x.shape[1], x.shape[-1]
+    dims = d if dims is None else dims
+    if not 0 <= dims <= d:
+        raise ValueError(f"dims must be in [0, head dim {d}], got {dims}")
+    if dims == 0:
+        return x
     positions = torch.arange(offset, offset + T, device=x.device)
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    cos, sin = rope_cos_sin(positions, d, base=base, dtype=dtype)
-    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
-    xf = x.to(dtype)
-    x1, x2 = xf.chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return (xf * cos + rotated * sin).to(x.dtype)
+    cos, sin = rope_cos_sin(positions, dims, base=base, interleaved=interleaved, dtype=torch.float64)
+    if xpos_scale_base is not None:
+        scale = _spread(xpos_scale(positions, dims, scale_base=xpos_scale_base, center=xpos_center), interleaved)
+        cos, sin = cos * scale, sin * scale
+    cos, sin = cos.to(dtype)[None, :, None, :], sin.to(dtype)[None, :, None, :]
+    xr = x[..., :dims].to(dtype)
+    rotated = xr * cos + _partner(xr, interleaved) * sin
+    return torch.cat([rotated, x[..., dims:].to(dtype)], dim=-1).to(x.dtype)

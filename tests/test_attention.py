@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rodimus_lab.attention import attention, attention_mask, rope, window_from_fla, window_from_official
+from rodimus_lab.attention import attention, attention_mask, rope, window_from_fla, window_from_official, xpos_scale
 
 LAYOUTS = {"mha": (4, 4), "gqa": (2, 2), "mqa": (1, 1), "ska": (1, 4)}   # (key heads, value heads) for 4 query heads
 
@@ -15,8 +15,8 @@ def dense_reference(q, k, v, window):
     B, T, Hq, d = q.shape
     out = torch.zeros(B, T, Hq, v.shape[-1], dtype=q.dtype)
     for h in range(Hq):
-        kh = k[:, :, h // (Hq // k.shape[2])]
-        vh = v[:, :, h // (Hq // v.shape[2])]
+        kh = k[:, :, h % k.shape[2]]   # query head h reads key/value head h mod H_kv (the official pairing)
+        vh = v[:, :, h % v.shape[2]]
         for i in range(T):
             lo = 0 if window is None else max(0, i - window + 1)
             scores = (q[:, i, h, None, :] * kh[:, lo:i + 1]).sum(-1) / math.sqrt(d)
@@ -39,6 +39,18 @@ def test_matches_dense_reference(layout, window):
     assert torch.allclose(w.sum(-1), torch.ones(2, 4, 11, dtype=torch.float64))
     # weights outside the causal window are exactly zero
     assert (w[..., ~attention_mask(11, 11, window=window)] == 0).all()
+
+
+def test_gqa_pairs_query_head_j_with_kv_head_j_mod_hk():
+    """4 query heads, 2 kv heads: heads 0 and 2 read kv head 0, heads 1 and 3 read kv head 1."""
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 5, 1, 8, generator=g, dtype=torch.float64).expand(1, 5, 4, 8)   # the same query in every head
+    k = torch.randn(1, 5, 2, 8, generator=g, dtype=torch.float64)
+    v = torch.randn(1, 5, 2, 8, generator=g, dtype=torch.float64)
+    o = attention(q, k, v)
+    for j in range(4):
+        assert torch.allclose(o[:, :, j], attention(q[:, :, :1], k[:, :, j % 2:j % 2 + 1], v[:, :, j % 2:j % 2 + 1])[:, :, 0])
+    assert not torch.allclose(o[:, :, 1], o[:, :, 2])
 
 
 def test_decode_query_sees_the_last_keys():
@@ -90,6 +102,40 @@ def test_rope_rotates_pairs_and_is_relative():
     assert torch.allclose(rope(x[:, 4:], offset=4), y[:, 4:])
 
 
+def test_partial_rope_rotates_only_the_leading_dims():
+    x = torch.randn(1, 6, 2, 16, dtype=torch.float64)
+    y = rope(x, dims=8, base=500.0)
+    assert torch.equal(y[..., 8:], x[..., 8:])
+    assert torch.allclose(y[..., :8], rope(x[..., :8], base=500.0))   # frequencies base^(−2i/8)
+    assert torch.equal(rope(x, dims=0), x)
+
+
+def test_interleaved_rope_pairs_neighbours():
+    x = torch.randn(1, 7, 2, 8, dtype=torch.float64)
+    y = rope(x, interleaved=True)
+    pos, i, d = 5, 2, 8
+    theta = pos * 10000 ** (-2 * i / d)
+    a, b = x[0, pos, 1, 2 * i], x[0, pos, 1, 2 * i + 1]
+    assert torch.allclose(y[0, pos, 1, 2 * i], a * math.cos(theta) - b * math.sin(theta))
+    assert torch.allclose(y[0, pos, 1, 2 * i + 1], b * math.cos(theta) + a * math.sin(theta))
+    # the same rotation as rotate-half on the permuted entries
+    perm = torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])
+    assert torch.allclose(y[..., perm], rope(x[..., perm]))
+
+
+def test_xpos_scales_each_pair_around_the_center():
+    x = torch.randn(1, 9, 1, 8, dtype=torch.float64)
+    y = rope(x, xpos_scale_base=4.0, xpos_center=3)
+    plain = rope(x)
+    zeta = (torch.arange(0, 8, 2, dtype=torch.float64) + 0.4 * 8) / (1.4 * 8)
+    for n in range(9):
+        scale = torch.cat([zeta, zeta]) ** ((n - 3) / 4.0)
+        assert torch.allclose(y[0, n, 0], plain[0, n, 0] * scale)
+    assert torch.allclose(xpos_scale(torch.arange(9), 8, scale_base=4.0, center=3)[3], torch.ones(4, dtype=torch.float64))
+    # offset equals slicing, as for plain RoPE (decoding sees absolute positions)
+    assert torch.allclose(rope(x[:, 5:], offset=5, xpos_scale_base=4.0, xpos_center=3), y[:, 5:])
+
+
 class TestBadInput:
     def test_heads_must_divide(self):
         q, k, v = torch.randn(1, 4, 4, 8), torch.randn(1, 4, 3, 8), torch.randn(1, 4, 4, 8)
@@ -116,5 +162,5 @@ class TestBadInput:
             attention(q, q[..., :4], q)
         with pytest.raises(ValueError, match="v must have as many positions as k"):
             attention(q, q, q[:, :3])
-        with pytest.raises(ValueError, match="RoPE needs an even head dim"):
+        with pytest.raises(ValueError, match="RoPE needs an even number of rotated dims"):
             rope(torch.randn(1, 2, 1, 5))
