@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -20,7 +22,8 @@
 # - why sharing the **key** costs little: a per-head key map folds into that head's query map
 #   (exactly, when the shared key is full width), while sharing the **value** (MQA/GQA) really loses heads;
 # - sliding windows, drawn as a band, and the two window conventions (official Rodimus vs fla) and
-#   how rodimus-lab converts both.
+#   how rodimus-lab converts both;
+# - RoPE, the rotation that gives attention its positions, written out by hand.
 
 # %%
 import os
@@ -28,8 +31,8 @@ import os
 import plotly.graph_objects as go
 import torch
 
-from rodimus_lab import ModelConfig, cache_elements, seed_everything, viz
-from rodimus_lab.attention import attention, attention_mask, window_from_fla, window_from_official
+from rodimus_lab import ModelConfig, cache_bytes, cache_elements, seed_everything, viz
+from rodimus_lab.attention import attention, attention_mask, rope, window_from_fla, window_from_official
 from rodimus_lab.model import Attention
 
 viz.use_notebook_renderer()
@@ -82,11 +85,21 @@ for name, (hk, hv) in kv_heads.items():
 viz.layout_maps(maps, window=window, title=f"2 · sliding-window attention ({window} keys) per layout")
 
 # %%
-# check: each row is a distribution over at most `window` keys
+# check: each row is a distribution over exactly min(i + 1, window) keys — the last `window` positions up to i —
+# and the SKA weights equal a softmax written out here with the one key head shared by every query head
 for name, w in maps.items():
     assert torch.allclose(w.sum(-1), torch.ones(1, Hq, T))
-    assert ((w > 0).sum(-1) <= window).all()
-print("every head attends to ≤", window, "keys, weights sum to 1 ✓")
+    seen = torch.clamp(torch.arange(1, T + 1), max=window)
+    assert torch.equal((w[0] > 0).sum(-1), seen.expand(Hq, T))
+    assert (w[0].tril(-window) == 0).all()                      # nothing older than the window
+q_sk, k_sk, v_sk = torch.randn(1, T, Hq, dq), torch.randn(1, T, 1, dq), torch.randn(1, T, Hq, dq)
+_, w_lib = attention(q_sk, k_sk, v_sk, window=window, return_weights=True)
+for h in range(Hq):
+    scores = q_sk[0, :, h] @ k_sk[0, :, 0].T / dq ** 0.5
+    i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    by_hand = scores.masked_fill((j > i) | (j <= i - window), float("-inf")).softmax(-1)
+    assert torch.allclose(w_lib[0, h], by_hand, atol=1e-6)
+print("every head attends to exactly its last", window, "keys (fewer at the start); SKA = the softmax by hand ✓")
 
 # %% [markdown]
 # ## 3. Folding per-head key maps into the queries
@@ -164,7 +177,37 @@ assert window_from_official(4096) == 2049                            # the relea
 print("window_from_official(W) = W//2 + 1, window_from_fla(W) = W ✓")
 
 # %% [markdown]
-# ## 5. What the window buys in memory
+# ## 5. RoPE: positions as rotations
+# Attention itself does not know where a key is. RoPE rotates q and k before the dot product: dim i and
+# dim i + d/2 form a pair, rotated by the angle `p · base^(−2i/d)` at position p ("rotate-half", the layout of
+# the official Rodimus and Llama code). A rotation by angle a of the query and b of the key changes their dot
+# product only through a − b, so scores depend on the **distance** between tokens, not on where they sit.
+
+# %%
+d_r, T_r, base = 8, 6, 10000.0
+x_r = torch.randn(1, T_r, 2, d_r, dtype=torch.float64)
+by_hand = torch.empty_like(x_r)
+half = d_r // 2
+for p in range(T_r):
+    for i in range(half):
+        angle = torch.tensor(p * base ** (-2 * i / d_r), dtype=torch.float64)
+        first, second = x_r[:, p, :, i], x_r[:, p, :, i + half]
+        by_hand[:, p, :, i] = first * angle.cos() - second * angle.sin()
+        by_hand[:, p, :, i + half] = second * angle.cos() + first * angle.sin()
+float((rope(x_r) - by_hand).abs().max())
+
+# %%
+# check: the library's rope is the rotation written out above; positions continue with `offset` (decoding);
+# and a query–key score depends only on their distance
+assert torch.allclose(rope(x_r), by_hand)
+assert torch.allclose(rope(x_r[:, 3:], offset=3), by_hand[:, 3:])
+q_r, k_r = torch.randn(1, 1, 1, d_r, dtype=torch.float64), torch.randn(1, 1, 1, d_r, dtype=torch.float64)
+score = lambda pq, pk: float((rope(q_r, offset=pq) * rope(k_r, offset=pk)).sum())  # noqa: E731
+assert abs(score(7, 4) - score(107, 104)) < 1e-9 and abs(score(7, 4) - score(7, 2)) > 1e-6
+print(f"rope = rotate-half by p·base^(−2i/d); score(7, 4) = score(107, 104) = {score(7, 4):.4f} ✓")
+
+# %% [markdown]
+# ## 6. What the window buys in memory
 # A Rodimus+ layer keeps its DDTS state plus one shared key and H values for the last `window` tokens, so
 # its cache stops growing; a Transformer's grows forever.
 
@@ -177,8 +220,17 @@ viz.memory_vs_context({
     "Rodimus (48 layers)": ModelConfig(d_model=2048, n_layers=48),
 })
 
+# %%
+# check: the Rodimus+ cache, counted by hand from its config — DDTS state n·m, conv buffer (K − 1)·m, and the
+# window of one shared key and H values of d_h — in bf16 (2 bytes), 24 layers
+plus = ModelConfig(block="rodimus_plus", d_model=2048, n_layers=24, n_heads=16, window=2049)
+for context in (100, 2049, 10**6):
+    per_layer = plus.mem_size * plus.d_inner + (plus.conv_size - 1) * plus.d_inner + min(context, 2049) * (1 + 16) * 128
+    assert cache_bytes(plus, context) == 2 * 24 * per_layer, context
+print(f"Rodimus+ cache: {cache_bytes(plus, 10**6) / 2**20:.1f} MiB at any context ≥ 2049 tokens ✓")
+
 # %% [markdown]
-# ## 6. Explore it yourself
+# ## 7. Explore it yourself
 # The four layouts side by side on one input: drag the window and the context length and watch the maps
 # and the cache bytes.
 

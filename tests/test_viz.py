@@ -37,7 +37,9 @@ def test_gate_heatmaps_one_panel_per_gate_with_token_labels():
     fig = viz.gate_heatmaps(gates, tokens=list("abcdea"))
     assert [t.name for t in heatmaps(fig)] == ["alpha", "alpha_hat", "tau", "g"]
     assert heatmaps(fig)[0].z.shape == (5, 6)                         # state dims × tokens
-    np.testing.assert_allclose(heatmaps(fig)[0].z, gates["log_alpha"].exp().numpy().T)
+    # α is drawn as log10(−ln α) (trained gates sit at α ≈ 0.99…0.9999), the hover reads α itself
+    np.testing.assert_allclose(heatmaps(fig)[0].z, np.log10(np.maximum(-gates["log_alpha"].numpy().T, 1e-6)), rtol=1e-6)
+    np.testing.assert_allclose(heatmaps(fig)[0].customdata, gates["log_alpha"].exp().numpy().T)
     assert list(fig.layout.xaxis4.ticktext) == list("abcdea")          # repeated tokens keep their place
 
 

@@ -10,7 +10,7 @@ from .benchmarks import benchmark_figure, markdown_tables, timing_columns
 from .attention_maps import attention_matrix, head_maps, layout_maps
 from .cache import memory_vs_context
 from .decode import decode_cost
-from .gates import gate_heatmaps, selection_curves, write_keep_profile
+from .gates import gate_family, gate_heatmaps, selection_curves, write_keep_profile
 from .probe import ProbeResult, ddts_states, probe
 from .state import effective_rank, singular_values, state_norms, state_spectrum
 from .style import use_notebook_renderer
@@ -18,7 +18,7 @@ from .training import compare_with_paper, read_metrics, training_curves
 
 __all__ = [
     "paper", "block_diagram", "attention_matrix", "head_maps", "layout_maps", "memory_vs_context",
-    "gate_heatmaps", "selection_curves", "write_keep_profile", "probe", "ProbeResult", "ddts_states",
+    "gate_family", "gate_heatmaps", "selection_curves", "write_keep_profile", "probe", "ProbeResult", "ddts_states",
     "effective_rank", "singular_values", "state_norms", "state_spectrum", "use_notebook_renderer",
     "compare_with_paper", "read_metrics", "training_curves", "benchmark_figure", "markdown_tables", "timing_columns",
     "decode_cost",

@@ -160,8 +160,10 @@ def block_diagram(config: ModelConfig, *, detail: bool = True, title: str | None
              "transformer": "Transformer++"}
     title = title or (f"{names[config.block]} layer ×{config.n_layers}: d = {config.d_model}, "
                       f"vocab {config.vocab_size}")
+    # A fixed size (boxes hold text), narrow enough for a notebook's output area (~1000 px): wider figures
+    # were clipped at the right edge.
     d.fig.update_layout(template=TEMPLATE, title=title, showlegend=False, plot_bgcolor="white",
-                        width=int(110 * (right + 1.3)), height=int(75 * (top + 2)),
-                        xaxis=dict(range=[-1.1, right + 0.2], visible=False),
+                        width=int(78 * (right + 1.6)), height=int(70 * (top + 2)), margin=dict(l=10, r=10, t=60, b=10),
+                        xaxis=dict(range=[-1.1, right + 0.5], visible=False),
                         yaxis=dict(range=[-0.6, top + 0.6], visible=False))
     return d.fig

@@ -1,5 +1,5 @@
-"""The DDTS gates: heatmaps over tokens × state dims, per-token write/keep profiles, and
-the selection curves (α, α̂) = (e^{−g}, g)^τ."""
+"""The DDTS gates: heatmaps over tokens × state dims, per-token write/keep profiles, the
+selection curves (α, α̂) = (e^{−g}, g)^τ, and the gate family on one (α, α̂) plane."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from plotly.subplots import make_subplots
 from ..ddts import ddts_gates
 from .style import COLORS, SEQUENTIAL, TEMPLATE, as_array, token_axis
 
-__all__ = ["gate_heatmaps", "write_keep_profile", "selection_curves", "GATE_PANELS"]
+__all__ = ["gate_heatmaps", "write_keep_profile", "selection_curves", "gate_family", "GATE_PANELS"]
 
-# panel key → (title, colour range); α and α̂ come from the model's log_alpha / alpha_hat
+# panel key → (title, colour range); α and α̂ come from the model's log_alpha / alpha_hat. α is drawn as
+# −ln α = τg on a log colour scale: trained gates sit at α ≈ 0.99…0.9999, one colour on a 0–1 scale.
+FORGET_FLOOR = 1e-6   # −ln α below this (α = 1 to float precision: no decay) is drawn at the floor
 GATE_PANELS = {
-    "alpha": ("α = e^{−τg}  (keep)", (0.0, 1.0)),
+    "alpha": ("−ln α = τg  (forget; log colour scale — small means the state is kept)", None),
     "alpha_hat": ("α̂ = g^τ  (write)", None),
     "tau": ("τ  (temperature)", (0.0, 1.0)),
     "g": ("g  (selection)", None),
@@ -56,10 +58,19 @@ def gate_heatmaps(gates: dict, tokens=None, *, title: str = "DDTS gates") -> go.
     for row, (key, z) in enumerate(panels.items(), start=1):
         zrange = GATE_PANELS[key][1] or (None, None)
         top, bottom = fig.get_subplot(row, 1).yaxis.domain[::-1]
+        colorbar = dict(len=(top - bottom) * 0.95, y=(top + bottom) / 2, thickness=12)
+        hover = "token %{x}<br>state dim %{y}<br>" + key + " = %{z:.3g}<extra></extra>"
+        if key == "alpha":   # log10(−ln α) with ticks labelled by −ln α; the hover shows α itself
+            forget = np.maximum(-np.log(z), FORGET_FLOOR)
+            z, custom = np.log10(forget), z.T
+            powers = np.arange(np.floor(z.min()), np.ceil(z.max()) + 1)
+            colorbar.update(tickvals=powers, ticktext=[f"1e{int(p)}" for p in powers])
+            hover = "token %{x}<br>state dim %{y}<br>α = %{customdata:.6f}<extra></extra>"
+        else:
+            custom = None
         fig.add_trace(go.Heatmap(
-            z=z.T, x=np.arange(T), y=np.arange(n), zmin=zrange[0], zmax=zrange[1], name=key,
-            colorscale=SEQUENTIAL, colorbar=dict(len=(top - bottom) * 0.95, y=(top + bottom) / 2, thickness=12),
-            hovertemplate="token %{x}<br>state dim %{y}<br>" + key + " = %{z:.3g}<extra></extra>",
+            z=z.T, x=np.arange(T), y=np.arange(n), zmin=zrange[0], zmax=zrange[1], name=key, customdata=custom,
+            colorscale=SEQUENTIAL, colorbar=colorbar, hovertemplate=hover,
         ), row=row, col=1)
         fig.update_yaxes(title_text="state dim", row=row, col=1)
     ticks = token_axis(tokens, T)
@@ -123,7 +134,40 @@ def selection_curves(taus=(1.0, 0.75, 0.5, 0.25), *, g_range=(1e-3, 10.0), point
     fig.update_xaxes(type="log", title_text="g")
     fig.update_yaxes(title_text="α", row=1, col=1)
     fig.update_yaxes(title_text="α̂", type="log", row=1, col=2)
-    fig.update_layout(template=TEMPLATE, title=title, height=420)
+    # legend above the panels, so that the τ colour bar of observed gates has the right margin to itself
+    fig.update_layout(template=TEMPLATE, title=title, height=460,
+                      legend=dict(orientation="h", yanchor="bottom", y=1.08, x=0, xanchor="left"))
+    return fig
+
+
+def gate_family(gates: dict, *, max_points: int = 2000,
+                title: str = "The gate family on one plane: forget (−ln α) vs write (α̂)") -> go.Figure:
+    """Each model's gates as points (−ln α, α̂), one colour per model, both axes logarithmic.
+
+    gates: name → dict with ``log_alpha`` and ``alpha_hat`` [T, n] (e.g. ``probe(...).gates[0]`` of
+    models built with different ``ModelConfig.gate``). Where α = 1 exactly (no decay) the point sits
+    at −ln α = 1e−6. The curves of the coupled gates are drawn for reference: α̂ = 1 − α (HGRN2) and
+    α̂ = −ln α (τ = 1: Mamba's (e^{−Δ}, Δ)).
+    """
+    if not isinstance(gates, dict) or not gates:
+        raise TypeError("gates must be a non-empty dict name → gates dict (log_alpha, alpha_hat)")
+    fig = go.Figure()
+    for i, (name, g) in enumerate(gates.items()):
+        panels = _panels(g)
+        if "alpha_hat" not in panels or "alpha" not in panels:
+            raise ValueError(f"gates[{name!r}] needs log_alpha (or alpha) and alpha_hat")
+        forget = np.maximum(-np.log(panels["alpha"].reshape(-1)), FORGET_FLOOR)
+        write = panels["alpha_hat"].reshape(-1)
+        keep = np.linspace(0, forget.size - 1, min(max_points, forget.size)).astype(int)
+        fig.add_trace(go.Scatter(x=forget[keep], y=write[keep], mode="markers", name=name,
+                                 marker=dict(size=5, opacity=0.6,
+                                             color=TEMPLATE.layout.colorway[i % len(TEMPLATE.layout.colorway)])))
+    x = np.logspace(-6, 1, 200)
+    for label, y, dash in (("α̂ = 1 − α  (HGRN2)", -np.expm1(-x), "dot"), ("α̂ = −ln α  (τ = 1, Mamba)", x, "dash")):
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=label, line=dict(color="#888888", dash=dash, width=1)))
+    fig.update_xaxes(type="log", title_text="−ln α  (forget; α = e^{−(−ln α)})")
+    fig.update_yaxes(type="log", title_text="α̂  (write)")
+    fig.update_layout(template=TEMPLATE, title=title, height=480)
     return fig
 
 
@@ -136,7 +180,7 @@ def _add_observed(fig, gates: dict, max_points: int) -> None:
     flat = {k: v.reshape(-1) for k, v in panels.items()}
     keep = np.linspace(0, flat["g"].size - 1, min(max_points, flat["g"].size)).astype(int)
     marker = dict(size=4, opacity=0.5, color=flat["tau"][keep], cmin=0, cmax=1, colorscale=SEQUENTIAL,
-                  colorbar=dict(title="τ", thickness=12, x=1.12))
+                  colorbar=dict(title="τ", thickness=12, x=1.02, xanchor="left"))
     for col, key in ((1, "alpha"), (2, "alpha_hat")):
         fig.add_trace(go.Scatter(x=flat["g"][keep], y=flat[key][keep], mode="markers", name="model's gates",
                                  showlegend=col == 1, marker=marker), row=1, col=col)
