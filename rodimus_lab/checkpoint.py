@@ -155,27 +155,38 @@ def save_checkpoint(directory: str | os.PathLike, *, model: torch.nn.Module, ste
     return directory / f"{stem}.json"
 
 
+def _not_a_checkpoint(path: Path) -> CheckpointError:
+    return CheckpointError(f"{path} is not a rodimus-lab checkpoint: give a run folder or its "
+                           "checkpoints/ckpt-NNNNNN.json file")
+
+
 def _read_meta(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        if not _NAME.match(path.name):   # README.md and the like: not damaged, just not a checkpoint
+            raise _not_a_checkpoint(path) from None
         raise CheckpointError(f"checkpoint {path} is damaged (not valid JSON: {e}); "
                               f"use an earlier checkpoint from {path.parent}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a rodimus-lab checkpoint (format {FORMAT!r} expected)")
+        raise _not_a_checkpoint(path)
     return meta
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint JSON path from a JSON path, its .safetensors twin, or a run/checkpoint directory (latest)."""
+    """A checkpoint JSON path from a JSON path, its .safetensors twin, or a directory: a run folder
+    (the latest of its ``checkpoints/``) or a folder of checkpoints (the latest)."""
     path = Path(path)
     if path.is_dir():
-        found = latest_checkpoint(path) or latest_checkpoint(path / "checkpoints")
-        if found is None:
+        here, run = latest_checkpoint(path), latest_checkpoint(path / "checkpoints")
+        if here is not None and run is not None:
+            raise CheckpointError(f"{path} holds checkpoints both in itself and in checkpoints/: give the "
+                                  "checkpoint file you mean")
+        if here is None and run is None:
             raise CheckpointError(f"no checkpoint (ckpt-*.json) in {path} or {path / 'checkpoints'}")
-        return found
+        return here or run
     if path.suffix == ".safetensors":
         return path.with_suffix(".json")
     return path

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+
+__all__ = ["ModelConfig", "DictConfig", "ConfigError", "Allowed", "setting", "int_from", "number_above", "number_from",
+           "number_in", "one_of", "BOOL", "BLOCKS", "GATES", "ATTN_LAYOUTS", "BACKENDS", "align8"]
 
 BLOCKS = ("rodimus", "rodimus_plus", "transformer")
 
@@ -33,9 +37,87 @@ def align8(x: float) -> int:
     return (int(x) + 7) // 8 * 8
 
 
+# ----------------------------------------------------------------------------- fields
+# Every config field carries its meaning and its allowed values (``setting``): the one source
+# for validation (``DictConfig.__post_init__``), for error messages and for ``rodimus-lab --help``.
+
+@dataclass(frozen=True)
+class Allowed:
+    """What a field accepts: a test, the words that say it, and the values when they are a list."""
+    words: str
+    test: Callable[[object], bool]
+    choices: tuple = ()
+
+    def or_none(self) -> "Allowed":
+        return Allowed(f"None or {self.words}", lambda v: v is None or self.test(v), self.choices)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def int_from(low: int) -> Allowed:
+    return Allowed(f"an int ≥ {low}", lambda v: _is_int(v) and v >= low)
+
+
+def number_above(low: float) -> Allowed:
+    return Allowed(f"a number > {low:g}", lambda v: _is_number(v) and v > low)
+
+
+def number_from(low: float) -> Allowed:
+    return Allowed(f"a number ≥ {low:g}", lambda v: _is_number(v) and v >= low)
+
+
+def number_in(low: float, high: float, *, open_low: bool = False) -> Allowed:
+    bracket = "(" if open_low else "["
+    return Allowed(f"a number in {bracket}{low:g}, {high:g}]",
+                   lambda v: _is_number(v) and (v > low if open_low else v >= low) and v <= high)
+
+
+def one_of(choices) -> Allowed:
+    choices = tuple(choices)
+    return Allowed("one of " + ", ".join(map(repr, choices)), lambda v: isinstance(v, str) and v in choices, choices)
+
+
+BOOL = Allowed("true or false", lambda v: isinstance(v, bool), (True, False))
+
+
+def setting(default, help: str, allowed: Allowed | None = None):
+    """A config field with its one-line meaning and allowed values (``allowed`` None: any value)."""
+    return dataclasses.field(default=default, metadata={"help": help, "allowed": allowed})
+
+
+class ConfigError(ValueError):
+    """A config field holds a value it does not allow; ``config`` and ``field`` name it."""
+
+    def __init__(self, message: str, config: str, field: str):
+        super().__init__(message)
+        self.config, self.field = config, field
+
+
 class DictConfig:
-    """to_dict / from_dict for the config dataclasses (ModelConfig, TrainConfig, DataConfig):
+    """What the config dataclasses (ModelConfig, TrainConfig, DataConfig) share: validation from the
+    fields' ``setting`` metadata, then ``check()`` for rules between fields; to_dict / from_dict, where
     an unknown key is an error that lists the known ones."""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            allowed = f.metadata.get("allowed")
+            if allowed is not None:
+                self.need(f.name, allowed.test(getattr(self, f.name)), allowed.words)
+        self.check()
+
+    def check(self) -> None:
+        """Rules between fields (a subclass adds its own)."""
+
+    def need(self, field: str, ok: bool, expected: str) -> None:
+        if not ok:
+            name = type(self).__name__
+            raise ConfigError(f"{name}.{field} = {getattr(self, field)!r} is invalid: expected {expected}", name, field)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -51,62 +133,44 @@ class DictConfig:
 
 @dataclass
 class ModelConfig(DictConfig):
-    vocab_size: int = 8192
-    d_model: int = 128
-    n_layers: int = 2
-    block: str = "rodimus"            # "rodimus" | "rodimus_plus" | "transformer"
+    vocab_size: int = setting(8192, "tokens in the vocabulary (the CLI takes it from the data)", int_from(1))
+    d_model: int = setting(128, "width of the residual stream", int_from(1))
+    n_layers: int = setting(2, "number of blocks", int_from(1))
+    block: str = setting("rodimus", "the block: Rodimus (DDTS mixer + FFN), Rodimus+ (plus sliding-window "
+                         "shared-key attention) or a Transformer++", one_of(BLOCKS))
     # Rodimus (DDTS) mixer
-    mem_size: int = 64                # n: key dim of the state
-    expand: float = 2.0               # m = align8(expand · d_model): value dim of the state
-    conv_size: int = 4
-    gate_rank: int | None = None      # ℓ of the low-rank value gate; None: max(d_model // 64, 16)
-    gate: str = "ddts"                # a key of GATES
-    short_conv: bool = True
-    key_norm: bool = True             # L2-normalise k before it enters the state
-    chunk_size: int = 16              # reference chunkwise path (16 is fastest on CPU)
+    mem_size: int = setting(64, "n: key dim of the DDTS state (n × m numbers per layer)", int_from(1))
+    expand: float = setting(2.0, "m = align8(expand · d_model): value dim of the DDTS state", number_above(0))
+    conv_size: int = setting(4, "kernel width of the short causal convolution", int_from(1))
+    gate_rank: int | None = setting(None, "ℓ, rank of the low-rank value gate; None: max(d_model // 64, 16)",
+                                    int_from(1).or_none())
+    gate: str = setting("ddts", "the DDTS gate or an ablation: "
+                        + "; ".join(f"{k}: {v}" for k, v in GATES.items()), one_of(GATES))
+    short_conv: bool = setting(True, "a short causal convolution before the DDTS projections", BOOL)
+    key_norm: bool = setting(True, "L2-normalise k before it enters the state", BOOL)
+    chunk_size: int = setting(16, "chunk length of the reference chunkwise DDTS (16 is fastest on CPU)", int_from(1))
     # attention (rodimus_plus, transformer)
-    n_heads: int | None = None        # query heads; None: max(1, d_model // 128)
-    attn_layout: str | None = None    # None: "ska" for rodimus_plus, "mha" for transformer
-    n_kv_heads: int | None = None     # key/value heads of "gqa"
-    window: int | None = None         # keys a query sees, itself included; None: all
-    rope_base: float = 10000.0
-    two_hop: bool = True              # Rodimus+: SW-SKA reaches the stream only through the FFN
-    ffn_expand: float | None = None   # SwiGLU hidden = align8(ffn_expand · d); None: 4/3 (rodimus_plus), 8/3 (transformer)
+    n_heads: int | None = setting(None, "query heads; None: max(1, d_model // 128)", int_from(1).or_none())
+    attn_layout: str | None = setting(None, "how heads share keys and values: mha (none), gqa (n_kv_heads groups), "
+                                      "mqa (one K/V head), ska (one K head, a V head per query head); "
+                                      "None: ska for rodimus_plus, mha for transformer", one_of(ATTN_LAYOUTS).or_none())
+    n_kv_heads: int | None = setting(None, "key/value heads of attn_layout gqa", int_from(1).or_none())
+    window: int | None = setting(None, "keys a query sees, itself included (sliding window); None: all",
+                                 int_from(1).or_none())
+    rope_base: float = setting(10000.0, "base of the rotary position frequencies", number_above(1))
+    two_hop: bool = setting(True, "Rodimus+: attention reaches the residual stream only through the FFN", BOOL)
+    ffn_expand: float | None = setting(None, "SwiGLU hidden width = align8(ffn_expand · d_model); "
+                                       "None: 4/3 (rodimus_plus), 8/3 (transformer)", number_above(0).or_none())
     # model
-    tie_embeddings: bool = False
-    norm_eps: float = 1e-5
-    init_std: float = 0.02
-    max_seq_len: int | None = None    # optional limit on positions (None: unlimited)
-    backend: str = "auto"             # "auto" (Triton on CUDA), "reference", "triton"
+    tie_embeddings: bool = setting(False, "the output head shares the input embedding's weights", BOOL)
+    norm_eps: float = setting(1e-5, "ε of the RMSNorms", number_above(0))
+    init_std: float = setting(0.02, "standard deviation of the initial weights", number_above(0))
+    max_seq_len: int | None = setting(None, "a limit on positions; None: unlimited", int_from(1).or_none())
+    backend: str = setting("auto", "auto: the Triton kernels on CUDA, else the PyTorch reference; reference; triton",
+                           one_of(BACKENDS))
 
-    def __post_init__(self):
-        def need(field, ok, expected):
-            if not ok:
-                raise ValueError(
-                    f"ModelConfig.{field} = {getattr(self, field)!r} is invalid: expected {expected}"
-                )
-
-        def is_int(x):
-            return isinstance(x, int) and not isinstance(x, bool)
-
-        for field in ("vocab_size", "d_model", "n_layers", "mem_size", "conv_size", "chunk_size"):
-            need(field, is_int(getattr(self, field)) and getattr(self, field) >= 1, "an int ≥ 1")
-        for field in ("gate_rank", "n_heads", "n_kv_heads", "window", "max_seq_len"):
-            value = getattr(self, field)
-            need(field, value is None or (is_int(value) and value >= 1), "None or an int ≥ 1")
-        need("block", self.block in BLOCKS, f"one of {BLOCKS}")
-        need("gate", self.gate in GATES, f"one of {tuple(GATES)}")
-        need("backend", self.backend in BACKENDS, f"one of {BACKENDS}")
-        need("attn_layout", self.attn_layout is None or self.attn_layout in ATTN_LAYOUTS,
-             f"None or one of {ATTN_LAYOUTS}")
-        need("expand", isinstance(self.expand, (int, float)) and self.expand > 0, "a number > 0")
-        need("ffn_expand", self.ffn_expand is None or (isinstance(self.ffn_expand, (int, float)) and self.ffn_expand > 0),
-             "None or a number > 0")
-        need("norm_eps", isinstance(self.norm_eps, float) and self.norm_eps > 0, "a float > 0")
-        need("init_std", isinstance(self.init_std, (int, float)) and self.init_std > 0, "a number > 0")
-        need("rope_base", isinstance(self.rope_base, (int, float)) and self.rope_base > 1, "a number > 1")
-        for field in ("short_conv", "key_norm", "two_hop", "tie_embeddings"):
-            need(field, isinstance(getattr(self, field), bool), "True or False")
+    def check(self) -> None:
+        need = self.need
         if self.has_attention:
             need("n_heads", self.d_model % self.num_heads == 0,
                  f"a divisor of d_model = {self.d_model} (head_dim = d_model / n_heads)")

@@ -23,6 +23,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,64 +33,86 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import distributed
-from .config import DictConfig
-from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from .config import BOOL, Allowed, DictConfig, int_from, number_above, number_from, number_in, one_of, setting
+from .checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .data.mqar import IGNORE, MQARSplit, mqar_example_accuracy
 
-__all__ = ["TrainConfig", "Trainer", "Callback", "TrainingDiverged", "evaluate", "param_groups", "no_weight_decay",
-           "resolve_device"]
+__all__ = ["TrainConfig", "Trainer", "Callback", "TrainingDiverged", "RunFolderError", "evaluate", "param_groups",
+           "no_weight_decay", "resolve_device", "run_files", "clear_run_folder"]
+
+
+_CHECKPOINT_FILE = re.compile(r"^\.?ckpt-\d+\.(json|safetensors)(\.tmp-\d+)?$")
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+class RunFolderError(ValueError):
+    """An output folder that cannot take this run: a file, or a folder that holds another run."""
+
+
+# What a run writes into its folder. A folder holding any of them holds a run: a new run never
+# writes there (two runs would mix their metrics and checkpoints), only that run's resume does.
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "report.html")
+
+
+def run_files(out_dir: str | os.PathLike) -> list[Path]:
+    """The files of a run that ``out_dir`` holds (none: a new run may start there)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{out} is a file, not a folder: give the run a folder of its own, e.g. runs/NAME")
+    return [out / name for name in RUN_FILES if (out / name).exists()]
+
+
+def clear_run_folder(out_dir: str | os.PathLike) -> list[Path]:
+    """Delete the run in ``out_dir`` (only the files a run writes; anything else stays); returns them."""
+    found = run_files(out_dir)
+    for path in found:
+        if path.is_dir():
+            for f in path.iterdir():
+                if _CHECKPOINT_FILE.match(f.name):
+                    f.unlink()
+            if not any(path.iterdir()):
+                path.rmdir()
+        else:
+            path.unlink()
+    return found
+
+
+def _is_device(v) -> bool:
+    return isinstance(v, str) and (v in ("auto", "cpu") or v.startswith("cuda"))
+
+
 @dataclass
 class TrainConfig(DictConfig):
-    max_steps: int = 1000
-    batch_size: int = 32              # examples per optimizer step, all micro-batches together
-    grad_accum: int = 1               # micro-batches per optimizer step (divides batch_size)
-    lr: float = 1e-3                  # peak learning rate
-    min_lr_ratio: float = 0.1         # the cosine ends at lr · min_lr_ratio
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0            # max global grad norm; 0 turns clipping off
-    eval_every: int = 200             # steps between evaluations; 0: only at the end
-    eval_batch_size: int = 64
-    checkpoint_every: int = 0         # steps between checkpoints; 0: only at the end (needs out_dir)
-    keep_last: int = 3                # checkpoints kept on disk
-    stop_at_accuracy: float | None = None   # stop once eval_accuracy reaches this (MQAR)
-    seed: int = 0
-    device: str = "auto"              # "auto" (CUDA if present), "cpu", "cuda", "cuda:1", …
-    precision: str = "auto"           # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16"
-    out_dir: str | None = None        # where config.json, metrics.jsonl and checkpoints/ go; None: nowhere
-    progress: bool = True             # tqdm progress bar
+    max_steps: int = setting(1000, "optimizer steps of the run", int_from(1))
+    batch_size: int = setting(32, "examples per optimizer step, all micro-batches and processes together", int_from(1))
+    grad_accum: int = setting(1, "micro-batches per optimizer step (must divide batch_size)", int_from(1))
+    lr: float = setting(1e-3, "peak learning rate", number_above(0))
+    min_lr_ratio: float = setting(0.1, "the cosine schedule ends at lr · min_lr_ratio", number_in(0, 1))
+    warmup_steps: int = setting(100, "steps of linear warmup to lr", int_from(0))
+    weight_decay: float = setting(0.1, "AdamW weight decay (not on biases, norms, embeddings)", number_from(0))
+    beta1: float = setting(0.9, "AdamW β1", number_in(0, 1))
+    beta2: float = setting(0.95, "AdamW β2", number_in(0, 1))
+    grad_clip: float = setting(1.0, "max global gradient norm; 0 turns clipping off", number_from(0))
+    eval_every: int = setting(200, "steps between evaluations; 0: only at the end", int_from(0))
+    eval_batch_size: int = setting(64, "examples per evaluation batch", int_from(1))
+    checkpoint_every: int = setting(0, "steps between checkpoints; 0: only at the end (needs out_dir)", int_from(0))
+    keep_last: int = setting(3, "checkpoints kept on disk (the newest)", int_from(1))
+    stop_at_accuracy: float | None = setting(None, "stop once the MQAR eval accuracy reaches this; None: never",
+                                             number_in(0, 1, open_low=True).or_none())
+    seed: int = setting(0, "seed of the weights and the data order", int_from(0))
+    device: str = setting("auto", "auto (CUDA if present), cpu, cuda or cuda:i",
+                          Allowed("'auto', 'cpu' or 'cuda[:i]'", _is_device))
+    precision: str = setting("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16",
+                             one_of(("auto", "fp32", "bf16")))
+    out_dir: str | None = setting(None, "the run folder: config.json, metrics.jsonl, checkpoints/; None: write nothing",
+                                  Allowed("None or a folder path", lambda v: v is None or isinstance(v, str)))
+    progress: bool = setting(True, "show a progress bar", BOOL)
 
-    def __post_init__(self):
-        def need(field, ok, expected):
-            if not ok:
-                raise ValueError(f"TrainConfig.{field} = {getattr(self, field)!r} is invalid: expected {expected}")
-
-        def is_int(x):
-            return isinstance(x, int) and not isinstance(x, bool)
-
-        for field in ("max_steps", "batch_size", "grad_accum", "eval_batch_size", "keep_last"):
-            need(field, is_int(getattr(self, field)) and getattr(self, field) >= 1, "an int ≥ 1")
-        for field in ("warmup_steps", "eval_every", "checkpoint_every", "seed"):
-            need(field, is_int(getattr(self, field)) and getattr(self, field) >= 0, "an int ≥ 0")
-        need("batch_size", self.batch_size % self.grad_accum == 0, f"a multiple of grad_accum = {self.grad_accum}")
-        need("lr", isinstance(self.lr, (int, float)) and self.lr > 0, "a number > 0")
-        for field in ("min_lr_ratio", "beta1", "beta2"):
-            value = getattr(self, field)
-            need(field, isinstance(value, (int, float)) and 0 <= value <= 1, "a number in [0, 1]")
-        for field in ("weight_decay", "grad_clip"):
-            need(field, isinstance(getattr(self, field), (int, float)) and getattr(self, field) >= 0, "a number ≥ 0")
-        need("stop_at_accuracy", self.stop_at_accuracy is None or 0 < self.stop_at_accuracy <= 1, "None or in (0, 1]")
-        need("precision", self.precision in ("auto", "fp32", "bf16"), "'auto', 'fp32' or 'bf16'")
-        need("device", isinstance(self.device, str) and (self.device in ("auto", "cpu") or self.device.startswith("cuda")),
-             "'auto', 'cpu' or 'cuda[:i]'")
+    def check(self) -> None:
+        self.need("batch_size", self.batch_size % self.grad_accum == 0, f"a multiple of grad_accum = {self.grad_accum}")
 
     def lr_at(self, step: int) -> float:
         """Linear warmup to ``lr``, then a cosine down to ``lr · min_lr_ratio`` at ``max_steps``."""
@@ -221,6 +244,7 @@ class Trainer:
         self.history: list[dict] = []
         self.should_stop = False
         self._perm_epoch, self._perm = -1, None
+        self._writes_out_dir = False   # True once this trainer started or resumed the run in out_dir
 
     @property
     def is_main(self) -> bool:
@@ -286,6 +310,7 @@ class Trainer:
         control back between steps. Its return value (``StopIteration.value``) is the final summary that
         ``on_end`` receives. A NaN or infinite loss raises :class:`TrainingDiverged`."""
         c = self.config
+        self._claim_out_dir()
         self._write_run_config()
         start_time = time.perf_counter()
         bar = tqdm(total=c.max_steps, initial=self.step, desc="train", disable=not (c.progress and self.is_main),
@@ -342,6 +367,21 @@ class Trainer:
             with open(self.out_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(metrics) + "\n")
 
+    def _claim_out_dir(self) -> None:
+        """A new run refuses a folder that holds another run (its own, after ``resume()``, is fine)."""
+        if self.out_dir is None or self._writes_out_dir or not self.is_main:
+            return
+        found = run_files(self.out_dir)
+        if found:
+            raise RunFolderError(
+                f"{self.out_dir} already holds a run ({', '.join(p.name for p in found)}): continue it with "
+                "trainer.resume(), delete it with rodimus_lab.train.clear_run_folder(), or choose another out_dir")
+        self._writes_out_dir = True
+
+    def last_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint of this run (None: none written yet)."""
+        return latest_checkpoint(self.out_dir / "checkpoints") if self.out_dir is not None else None
+
     def run_config(self) -> dict:
         """The resolved configuration of this run (written to ``out_dir/config.json``)."""
         return {"model": self.model.config.to_dict(), "train": self.config.to_dict(), **self.meta}
@@ -368,7 +408,8 @@ class Trainer:
     def resume(self, path: str | os.PathLike | None = None) -> dict:
         """Load weights, optimizer, step and RNG states from ``path`` (default: the latest checkpoint
         in ``out_dir``); the metrics log is cut back to that step so it reads like one run."""
-        if path is None:
+        in_place = path is None
+        if in_place:
             if self.out_dir is None:
                 raise ValueError("resume() without a path needs TrainConfig.out_dir")
             path = self.out_dir
@@ -376,6 +417,7 @@ class Trainer:
         meta = load_checkpoint(path, self.model, self.optimizer, restore_rng=True)
         self.step = meta["step"]
         self.should_stop = False
+        self._writes_out_dir = self._writes_out_dir or in_place   # continuing the run of out_dir in place
         log = self.out_dir / "metrics.jsonl" if self.out_dir is not None else None
         if log is not None and log.exists():
             kept = [r for r in map(json.loads, log.read_text().splitlines()) if r["step"] <= self.step]

@@ -9,38 +9,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import DictConfig
-from .mqar import make_mqar_splits, mqar_preset
+from ..config import BOOL, Allowed, DictConfig, int_from, one_of, setting
+from .mqar import MQAR_PRESETS, make_mqar_splits, mqar_preset
 
 __all__ = ["DataConfig", "build_data", "data_vocab_size"]
 
 TASKS = ("mqar", "text")
+_INT = int_from(1)
+_TEXT = Allowed("a string", lambda v: isinstance(v, str))
 
 
 @dataclass
 class DataConfig(DictConfig):
-    task: str = "mqar"                 # "mqar" or "text"
+    task: str = setting("mqar", "mqar (associative recall, synthetic) or text (language modelling)", one_of(TASKS))
     # MQAR: a preset name from rodimus_lab.data.mqar.MQAR_PRESETS, and optional overrides
-    preset: str = "L64_p4"
-    seq_len: int | None = None
-    num_kv_pairs: int | None = None
-    num_train: int | None = None
-    num_test: int | None = None
-    vocab_size: int | None = None      # MQAR: the preset's; text BPE: 8192 (GPT-2: always 50257)
-    random_non_queries: bool | None = None   # MQAR filler: random tokens (True) or 0 (False); None: the preset's
-    data_seed: int = 0
+    preset: str = setting("L64_p4", "MQAR: a preset of rodimus_lab.data.mqar.MQAR_PRESETS (L = length, p = pairs); "
+                          "the fields below override it", one_of(MQAR_PRESETS))
+    seq_len: int | None = setting(None, "MQAR: sequence length; None: the preset's", _INT.or_none())
+    num_kv_pairs: int | None = setting(None, "MQAR: key-value pairs per example; None: the preset's", _INT.or_none())
+    num_train: int | None = setting(None, "MQAR: training examples; None: the preset's", _INT.or_none())
+    num_test: int | None = setting(None, "MQAR: test examples; None: the preset's", _INT.or_none())
+    vocab_size: int | None = setting(None, "MQAR: tokens (None: the preset's); text BPE: merges + 256 bytes "
+                                     "(None: 8192; GPT-2 is always 50257)", _INT.or_none())
+    random_non_queries: bool | None = setting(None, "MQAR filler: random tokens (true) or 0 (false); None: the preset's",
+                                              BOOL.or_none())
+    data_seed: int = setting(0, "seed of the generated MQAR examples", int_from(0))
     # text
-    source: str = "wikitext-103"       # "wikitext-103", "wikitext-2" (hub) or a local folder/file
-    tokenizer: str = "bpe"             # "bpe" or "gpt2"
-    tokenizer_path: str | None = None  # a saved BPE .json, or a gpt2.tiktoken ranks file
-    block_size: int = 512
-    train_split: str = "train"
-    eval_split: str = "validation"
-    data_dir: str | None = None        # tokenizer + token cache; None: $RODIMUS_LAB_DATA or ./data
-
-    def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"DataConfig.task = {self.task!r} is invalid: expected one of {TASKS}")
+    source: str = setting("wikitext-103", "text: wikitext-103 or wikitext-2 (Hugging Face hub), or a local folder/file",
+                          _TEXT)
+    tokenizer: str = setting("bpe", "text: bpe (trained on the train split) or gpt2 (tiktoken)", one_of(("bpe", "gpt2")))
+    tokenizer_path: str | None = setting(None, "text: a saved BPE .json or a gpt2.tiktoken ranks file", _TEXT.or_none())
+    block_size: int = setting(512, "text: tokens per training example", int_from(1))
+    train_split: str = setting("train", "text: the split to train on (a local folder: wiki.<split>.tokens, "
+                               "<split>.txt or <split>*.parquet)", _TEXT)
+    eval_split: str = setting("validation", "text: the split to evaluate on", _TEXT)
+    data_dir: str | None = setting(None, "tokenizer + token cache; None: $RODIMUS_LAB_DATA or ./data", _TEXT.or_none())
 
 
 def _preset(cfg: DataConfig):
