@@ -17,12 +17,12 @@ import argparse
 import platform
 
 import torch
-import torch.nn.functional as F
 import triton
 from triton.testing import do_bench
 
 import rodimus_kernels
-from rodimus_lab.ddts import ddts_chunkwise, ddts_gates
+from rodimus_lab.ddts import ddts as ddts_reference
+from rodimus_lab.ddts import ddts_gates, effective_key
 
 SHAPES = [  # (B, T, H, n, m)
     (8, 2048, 1, 64, 2048),
@@ -49,7 +49,7 @@ def official(q, k, v, g_logits, tau_logits):
     from fla.ops.gla import chunk_gla
 
     log_alpha, alpha_hat = ddts_gates(g_logits, tau_logits)
-    k_eff = (alpha_hat * F.normalize(k.float(), dim=-1)).to(q.dtype)
+    k_eff = effective_key(k, alpha_hat).to(q.dtype)
     return chunk_gla(q, k_eff, v, g=log_alpha, scale=q.shape[-1] ** -0.5)[0]
 
 
@@ -58,9 +58,7 @@ def ours(q, k, v, g_logits, tau_logits):
 
 
 def reference(q, k, v, g_logits, tau_logits):
-    log_alpha, alpha_hat = ddts_gates(g_logits, tau_logits)
-    k_eff = alpha_hat * F.normalize(k.float(), dim=-1)
-    return ddts_chunkwise(q, k_eff, v, log_alpha)[0]
+    return ddts_reference(q, k, v, g_logits, tau_logits)[0]
 
 
 def time_path(path, x):
@@ -108,7 +106,7 @@ def decode_times(B, H, n, m, with_fla):
 
         def fla_step():
             log_alpha, alpha_hat = ddts_gates(g, tau)
-            k_eff = (alpha_hat * F.normalize(k.float(), dim=-1)).to(q.dtype)
+            k_eff = effective_key(k, alpha_hat).to(q.dtype)
             return fused_recurrent_gla(q[:, None], k_eff[:, None], v[:, None], gk=log_alpha[:, None],
                                        initial_state=state, output_final_state=True, scale=n ** -0.5)
 

@@ -19,7 +19,7 @@ import torch
 from rodimus_lab import ModelConfig, RodimusLM, seed_everything, viz
 from rodimus_lab.attention import attention
 from rodimus_lab.data.mqar import make_mqar_splits, mqar_preset
-from rodimus_lab.ddts import ddts_gates, ddts_parallel
+from rodimus_lab.ddts import ddts_gates, ddts_parallel, effective_key
 from rodimus_lab.report import mqar_token_labels
 from rodimus_lab.train import Trainer, TrainConfig
 
@@ -46,7 +46,7 @@ def figures() -> dict:
     B, H, n, m = 1, 1, 16, 8
     q, k = torch.randn(B, T, H, n), torch.randn(B, T, H, n)
     log_alpha, alpha_hat = ddts_gates(torch.randn(B, T, H, n) - 2, torch.randn(B, T, H, n))
-    _, attn = ddts_parallel(q, alpha_hat * torch.nn.functional.normalize(k, dim=-1), torch.randn(B, T, H, m), log_alpha)
+    _, attn = ddts_parallel(q, effective_key(k, alpha_hat), torch.randn(B, T, H, m), log_alpha)
     figs["ddts_implicit_attention"] = viz.attention_matrix(attn[0, 0], title="DDTS implicit attention (random gates)")
     # head layouts, 4 query heads, window 8
     Hq, d = 4, 16

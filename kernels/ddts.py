@@ -1,9 +1,8 @@
 """Fused DDTS in Triton: ``ddts`` (training, forward + backward) and ``ddts_step`` (decoding).
 
-Reference twin: ``rodimus_lab.ddts`` — ``ddts(q, k, v, g_logits, tau_logits)`` equals
-``ddts_chunkwise(q, alpha_hat * normalize(k), v, log_alpha)`` with
-``(log_alpha, alpha_hat) = ddts_gates(g_logits, tau_logits)``, and ``ddts_step`` equals
-``ddts_step`` of the reference fed the same gates. The kernels are in ``ddts_triton.py``.
+Reference twins, with the same signatures: ``rodimus_lab.ddts.ddts`` (gates and key norm from the
+logits, then the chunkwise form) and ``rodimus_lab.ddts.ddts_gated_step``. The kernels are in
+``ddts_triton.py``.
 
 What the kernels compute (one head; row vectors; C = 64 tokens per chunk, b = chunk-local cumsum of
 log α, so b ≤ 0 and decreasing; b_C its last row):

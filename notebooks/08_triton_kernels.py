@@ -29,11 +29,10 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")   # must be set before rodimus_kernels is imported
 
-import torch.nn.functional as F
 
 from rodimus_lab import seed_everything, viz
 from rodimus_lab.attention import attention
-from rodimus_lab.ddts import ddts_chunkwise, ddts_gates, ddts_parallel, ddts_recurrent
+from rodimus_lab.ddts import ddts, ddts_chunkwise, ddts_gates, ddts_parallel, ddts_recurrent, effective_key
 
 viz.use_notebook_renderer()
 FAST = os.environ.get("RODIMUS_FAST") == "1"
@@ -42,7 +41,7 @@ T, n, m, C = 24, 8, 6, 8          # tokens, key dim, value dim, chunk size
 q, k = torch.randn(1, T, 1, n, dtype=torch.float64), torch.randn(1, T, 1, n, dtype=torch.float64)
 v = torch.randn(1, T, 1, m, dtype=torch.float64)
 log_alpha, alpha_hat = ddts_gates(torch.randn(1, T, 1, n, dtype=torch.float64), torch.randn(1, T, 1, n, dtype=torch.float64))
-k_eff = alpha_hat * F.normalize(k, dim=-1)
+k_eff = effective_key(k, alpha_hat)   # α̂ ⊙ k/‖k‖
 
 # %% [markdown]
 # ## 1. The implicit attention matrix, cut into chunks
@@ -55,33 +54,51 @@ o_par, attn = ddts_parallel(q, k_eff, v, log_alpha)
 viz.attention_matrix(attn[0, 0], chunk_size=C, title=f"1 · implicit attention, chunks of {C} tokens")
 
 # %% [markdown]
-# ## 2. Tile by tile
-# **Inside chunk c**: run the parallel form on the chunk alone (the state starts at zero) — that is the
-# diagonal block. **Between chunks**: the state at the chunk's start, `S_start`, adds
-# `scale · (q_i ⊙ e^{b_i}) S_start` to each output, `b` the chunk-local cumulative log-decay. Run the
-# recurrence chunk by chunk and compare with the full output.
+# ## 2. Tile by tile, written out
+# Inside a chunk, let `b_i = Σ_{s ≤ i} log α_s` be the chunk-local cumulative log-decay (b ≤ 0, decreasing) and
+# `S` the state handed over from the previous chunks. Then, with scale = n^−1/2,
+#
+# - **the diagonal block**: `A_ij = scale · Σ_n q_i[n] k_j[n] e^{b_i[n] − b_j[n]}` for j ≤ i — attention inside
+#   the chunk, as if the state started at zero;
+# - **what the carried state adds**: `scale · (q_i ⊙ e^{b_i}) S` — the state decayed to token i, read by q_i;
+# - **the hand-over**: `S_next = diag(e^{b_C}) S + Σ_j (k_j ⊙ e^{b_C − b_j})ᵀ v_j` — the old state decayed over the
+#   whole chunk, plus every write of the chunk decayed to its end.
+#
+# Every exponent is ≤ 0, so nothing overflows however long the sequence. Below, these three lines run chunk by
+# chunk (no library call) and are compared with the recurrence written as a plain loop.
 
 # %%
-state = torch.zeros(1, 1, n, m, dtype=torch.float64)
-pieces = []
+scale = n ** -0.5
+causal = torch.ones(C, C, dtype=torch.bool).tril()
+state = torch.zeros(n, m, dtype=torch.float64)
+pieces, blocks = [], []
 for start in range(0, T, C):
-    sl = slice(start, start + C)
-    # diagonal block alone (zero initial state) equals the block of the full implicit matrix
-    _, block = ddts_parallel(q[:, sl], k_eff[:, sl], v[:, sl], log_alpha[:, sl])
-    assert torch.allclose(block[0, 0], attn[0, 0, sl, sl])
-    # the chunk's output with the carried state, and the state handed to the next chunk
-    o_c, state = ddts_chunkwise(q[:, sl], k_eff[:, sl], v[:, sl], log_alpha[:, sl], chunk_size=C,
-                                initial_state=state, output_final_state=True)
-    pieces.append(o_c)
-o_tiles = torch.cat(pieces, dim=1)
-float((o_tiles - o_par).abs().max())
+    qc, kc, vc, lac = (x[0, start:start + C, 0] for x in (q, k_eff, v, log_alpha))
+    b = lac.cumsum(0)                                                        # [C, n], ≤ 0
+    decay = (b[:, None, :] - b[None, :, :]).masked_fill(~causal[..., None], float("-inf")).exp()
+    block = scale * torch.einsum("in,jn,ijn->ij", qc, kc, decay)             # the diagonal block
+    pieces.append(block @ vc + scale * (qc * b.exp()) @ state)               # + what the carried state adds
+    state = b[-1].exp()[:, None] * state + (kc * (b[-1] - b).exp()).T @ vc   # the hand-over
+    blocks.append(block)
+o_tiles = torch.cat(pieces)
+
+S_loop, o_loop = torch.zeros(n, m, dtype=torch.float64), []                 # the recurrence, token by token
+for t in range(T):
+    S_loop = log_alpha[0, t, 0].exp()[:, None] * S_loop + torch.outer(k_eff[0, t, 0], v[0, t, 0])
+    o_loop.append(scale * q[0, t, 0] @ S_loop)
+o_loop = torch.stack(o_loop)
+float((o_tiles - o_loop).abs().max())
 
 # %%
-# check: chunk-by-chunk with a carried state = parallel = recurrent, and the final states agree
+# check: blocks + carried state + hand-over reproduce the token-by-token loop and its final state; the library's
+# diagonal blocks, parallel, recurrent and chunkwise forms agree with the same loop
+assert torch.allclose(o_tiles, o_loop) and torch.allclose(state, S_loop)
+assert all(torch.allclose(blk, attn[0, 0, i * C:(i + 1) * C, i * C:(i + 1) * C]) for i, blk in enumerate(blocks))
 o_rec, S_rec = ddts_recurrent(q, k_eff, v, log_alpha, output_final_state=True)
-assert torch.allclose(o_tiles, o_par) and torch.allclose(o_tiles, o_rec)
-assert torch.allclose(state, S_rec)
-print("diagonal blocks + carried state reproduce the whole sequence ✓")
+o_chunk, S_chunk = ddts_chunkwise(q, k_eff, v, log_alpha, chunk_size=C, output_final_state=True)
+assert all(torch.allclose(o[0, :, 0], o_loop) for o in (o_par, o_rec, o_chunk))
+assert torch.allclose(S_rec[0, 0], S_loop) and torch.allclose(S_chunk[0, 0], S_loop)
+print("diagonal blocks + carried state + hand-over = the loop; library forms = the loop ✓")
 
 # %%
 viz.state_norms({"‖S_t‖ (recurrent)": torch.stack([ddts_recurrent(q[:, :t], k_eff[:, :t], v[:, :t], log_alpha[:, :t],
@@ -110,8 +127,8 @@ if rodimus_kernels is not None:
     g_logits, tau_logits = (torch.randn(B, Tk, H, nk, generator=gen) for _ in range(2))
     o_kernel, S_kernel = rodimus_kernels.ddts(*(t.to(device) for t in (qk, kk, vk, g_logits, tau_logits)),
                                               output_final_state=True)
-    la, ah = ddts_gates(g_logits, tau_logits)
-    o_ref, S_ref = ddts_chunkwise(qk, ah * F.normalize(kk, dim=-1), vk, la, output_final_state=True)
+    # the reference twin with the kernel's signature: gates and key norm, then the chunkwise form
+    o_ref, S_ref = ddts(qk, kk, vk, g_logits, tau_logits, output_final_state=True)
     results["ddts output"] = float((o_kernel.cpu() - o_ref).abs().max())
     results["ddts final state"] = float((S_kernel.cpu() - S_ref).abs().max())
     sw_ska = getattr(rodimus_kernels, "sw_ska", None)

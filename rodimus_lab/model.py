@@ -110,64 +110,36 @@ class RodimusMixer(nn.Module):
         self.short_conv = ShortConv(m, c.conv_size) if c.short_conv else None
         self.in_proj = nn.Linear(m, 2 * n, bias=False)
         self.ch_gate_proj = nn.Sequential(nn.Linear(m, c.low_rank, bias=False), nn.Linear(c.low_rank, m, bias=True))
-        gate_outputs = {"ddts": 2 * n, "no_alpha_hat": 2 * n, "hgrn2": 2 * n, "no_tau": n, "mamba2": 2}
-        if c.gate in gate_outputs:
-            self.mem_gate_proj = nn.Linear(m, gate_outputs[c.gate], bias=True)
-        if c.gate == "retnet":  # multi-scale fixed decays γ_i = 1 − 2^{−5 − 4i/(n−1)}
-            exponents = -5.0 - 4.0 * torch.arange(n) / max(n - 1, 1)
-            self.register_buffer("fixed_log_alpha", torch.log1p(-torch.exp2(exponents)))
+        gate_logits = ddts_ref.gate_logits_width(c.gate, n)
+        if gate_logits:
+            self.mem_gate_proj = nn.Linear(m, gate_logits, bias=True)
         self.residual_weight = nn.Parameter(torch.ones(m))
         self.act_norm = RMSNorm(m, eps=c.norm_eps)
         self.out_proj = nn.Linear(m, d, bias=False)
         self.gate_tap = Tap()   # sees dict(g, tau, log_alpha, alpha_hat)
         self.ddts_tap = Tap()   # sees dict(q, k, v, log_alpha): the DDTS inputs
 
-    # -- the DDTS gates and their ablations
-    def gates(self, xc):
-        """(log α, α̂, g, τ) from the conv output x̃, each [B, T, n] (broadcastable)."""
-        c = self.config
-        if c.gate in ("retnet", "no_decay"):
-            log_alpha = self.fixed_log_alpha if c.gate == "retnet" else xc.new_zeros(c.mem_size)
-            log_alpha = _up(log_alpha).expand(*xc.shape[:-1], c.mem_size)
-            one = torch.ones_like(log_alpha)
-            return log_alpha, one, None, None
-        logits = self._gate_logits(xc)
-        if c.gate == "no_tau":
-            g = F.softplus(logits)
-            return -g, g, g, torch.ones_like(g)
-        g_logits, tau_logits = logits.chunk(2, dim=-1)
-        g, tau = F.softplus(g_logits), torch.sigmoid(tau_logits)
-        log_alpha, alpha_hat = ddts_ref.ddts_gates(g_logits, tau_logits)
-        if c.gate == "mamba2":
-            shape = (*xc.shape[:-1], c.mem_size)
-            log_alpha, alpha_hat, g, tau = (x.expand(shape) for x in (log_alpha, alpha_hat, g, tau))
-        elif c.gate == "no_alpha_hat":
-            alpha_hat = torch.ones_like(alpha_hat)
-        elif c.gate == "hgrn2":
-            alpha_hat = -torch.expm1(log_alpha)
-        return log_alpha, alpha_hat, g, tau
-
-    def _gate_logits(self, xc):
+    def gate_logits(self, xc):
         """x̃ W_g|τ + b in (at least) float32: the gates' exponents need the range (autocast would
-        round a linear layer's output to bf16, so it is switched off here)."""
+        round a linear layer's output to bf16, so it is switched off here). [B, T, 0] for the fixed
+        gates, which read none."""
+        if not hasattr(self, "mem_gate_proj"):
+            return _up(xc).new_zeros(*xc.shape[:-1], 0)
         with torch.autocast(xc.device.type, enabled=False):
             return F.linear(_up(xc), _up(self.mem_gate_proj.weight), _up(self.mem_gate_proj.bias))
 
     def _features(self, x_, xc):
         """Everything DDTS needs from x' (pre-conv) and x̃ (post-conv), per token."""
+        c = self.config
         q, k = self.in_proj(xc).chunk(2, dim=-1)
-        log_alpha, alpha_hat, g, tau = self.gates(xc)
-        self.gate_tap(dict(g=g, tau=tau, log_alpha=log_alpha, alpha_hat=alpha_hat))
-        if self.config.key_norm:
-            k = F.normalize(_up(k), dim=-1, eps=1e-12)
-        k = _up(k) * alpha_hat
-        return q, k, self._value(x_), log_alpha
+        gate = ddts_ref.gates(c.gate, self.gate_logits(xc), c.mem_size)
+        self.gate_tap(gate._asdict())
+        return q, ddts_ref.effective_key(k, gate.alpha_hat, normalize=c.key_norm), self._value(x_), gate.log_alpha
 
     def _kernel_inputs(self, x_, xc):
         """(q, k, v, g_logits, tau_logits) for the fused kernels: k raw, logits in fp32."""
         q, k = self.in_proj(xc).chunk(2, dim=-1)
-        logits = self._gate_logits(xc)
-        return (q, k, self._value(x_), *logits.chunk(2, dim=-1))
+        return (q, k, self._value(x_), *self.gate_logits(xc).chunk(2, dim=-1))
 
     def _value(self, x_):
         """v = β̂ ⊙ x' with the low-rank value gate β̂ (the value is the pre-conv branch)."""

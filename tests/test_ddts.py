@@ -1,11 +1,13 @@
-"""The four DDTS forms compute one function: recurrent = chunkwise = parallel = stepping."""
+"""The four DDTS forms compute one function: recurrent = chunkwise = parallel = stepping; the fused
+operator's twins (ddts, ddts_gated_step), the gate ablations and ddts_states agree with them."""
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rodimus_lab.ddts import ddts_chunkwise, ddts_gates, ddts_parallel, ddts_recurrent, ddts_step
+from rodimus_lab.ddts import (GATE_KINDS, ddts, ddts_chunkwise, ddts_gated_step, ddts_gates, ddts_parallel,
+                              ddts_recurrent, ddts_states, ddts_step, effective_key, gate_logits_width, gates)
 
 
 def rel_err(a, b):
@@ -20,7 +22,7 @@ def make_inputs(B, T, H, n, m, *, dtype=torch.float64, gate_scale=3.0, seed=0, r
     g_logits = gate_scale * torch.randn(B, T, H, n, generator=g, dtype=dtype)
     tau_logits = torch.randn(B, T, H, n, generator=g, dtype=dtype)
     log_alpha, alpha_hat = ddts_gates(g_logits, tau_logits)
-    k = alpha_hat * torch.nn.functional.normalize(k, dim=-1)
+    k = effective_key(k, alpha_hat)
     s0 = torch.randn(B, H, n, m, generator=g, dtype=dtype)
     tensors = [q, k, v, log_alpha, s0]
     if requires_grad:
@@ -160,6 +162,65 @@ def test_scale_argument():
     o1, _ = ddts_chunkwise(q, k, v, la, scale=1.0)
     o2, _ = ddts_chunkwise(q, k, v, la)
     assert rel_err(o2, 0.5 * o1) <= 1e-12
+
+
+# ------------------------------------------------ the fused operator, gates, states
+
+def logits_inputs(B, T, H, n, m, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, g_logits, tau_logits = (torch.randn(B, T, H, n, generator=g, dtype=torch.float64) for _ in range(4))
+    return q, k, torch.randn(B, T, H, m, generator=g, dtype=torch.float64), 3 * g_logits, tau_logits
+
+
+@pytest.mark.parametrize("T", [1, 5, 70])
+def test_fused_reference_is_the_composition_and_steps_agree(T):
+    """ddts(q, k, v, g, τ) = DDTS(q, α̂ ⊙ k/‖k‖, v, log α), written here from the definition; stepping
+    ddts_gated_step (state updated in place) gives the same outputs and final state."""
+    q, k, v, gl, tl = logits_inputs(2, T, 2, 4, 3, seed=T)
+    s0 = torch.randn(2, 2, 4, 3, dtype=torch.float64)
+    o, final = ddts(q, k, v, gl, tl, initial_state=s0, output_final_state=True, scale=0.7)
+    g, tau = torch.nn.functional.softplus(gl), torch.sigmoid(tl)
+    k_eff = g ** tau * k / k.norm(dim=-1, keepdim=True)
+    o_def, final_def = ddts_recurrent(q, k_eff, v, -g * tau, initial_state=s0, output_final_state=True, scale=0.7)
+    assert rel_err(o, o_def) <= 1e-12 and rel_err(final, final_def) <= 1e-12
+    assert ddts(q, k, v, gl, tl)[1] is None
+    state = s0.clone()
+    for t in range(T):
+        o_t, returned = ddts_gated_step(q[:, t], k[:, t], v[:, t], gl[:, t], tl[:, t], state, scale=0.7)
+        assert returned is state
+        assert rel_err(o_t, o[:, t]) <= 1e-12
+    assert rel_err(state, final) <= 1e-12
+
+
+def test_effective_key_without_norm():
+    k, alpha_hat = torch.randn(3, 4, dtype=torch.float64), torch.rand(3, 4, dtype=torch.float64)
+    assert torch.equal(effective_key(k, alpha_hat, normalize=False), alpha_hat * k)
+    assert effective_key(k.to(torch.bfloat16), alpha_hat.float()).dtype == torch.float32
+
+
+def test_gates_of_every_kind():
+    n = 5
+    for kind in GATE_KINDS:
+        logits = torch.randn(2, 7, gate_logits_width(kind, n), dtype=torch.float64)
+        out = gates(kind, logits, n)
+        assert out.log_alpha.shape == out.alpha_hat.shape == (2, 7, n), kind
+        assert (out.log_alpha <= 0).all() and (out.alpha_hat >= 0).all(), kind
+    logits = torch.randn(3, 2 * n)
+    assert all(torch.equal(a, b) for a, b in zip(gates("ddts", logits, n)[:2], ddts_gates(*logits.chunk(2, -1))))
+    retnet = gates("retnet", torch.zeros(1, 3, 0), n).log_alpha[0, 0]
+    assert torch.allclose(retnet.exp(), 1 - 2.0 ** (-5 - 4 * torch.arange(n) / (n - 1)))
+    with pytest.raises(ValueError, match="reads 10 logits"):
+        gates("ddts", torch.randn(3, 4), n)
+    with pytest.raises(ValueError, match="unknown gate 'gla'"):
+        gate_logits_width("gla", n)
+
+
+def test_states_end_in_the_final_state():
+    q, k, v, la, _ = make_inputs(2, 9, 2, 4, 3, seed=8)
+    states = ddts_states(q, k, v, la)
+    assert states.shape == (2, 9, 2, 4, 3)
+    assert rel_err(states[:, -1], ddts_recurrent(q, k, v, la, output_final_state=True)[1]) <= 1e-12
+    assert rel_err(states[:, 3], ddts_recurrent(q[:, :4], k[:, :4], v[:, :4], la[:, :4], output_final_state=True)[1]) <= 1e-12
 
 
 class TestBadInput:

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rodimus_lab import GATES, ModelConfig, RodimusLM, cache_elements, config_from_official, load_official
+from rodimus_lab import GATES, ModelConfig, RodimusLM, cache_elements, config_from_official, ddts, load_official
 from rodimus_lab.official import official_state_dict
 
 
@@ -177,7 +177,8 @@ def test_ablation_semantics():
     gates = {}
     for gate in ("ddts", "no_tau", "no_alpha_hat", "hgrn2", "retnet", "no_decay", "mamba2"):
         mixer = RodimusLM(tiny(gate=gate, n_layers=1)).layers[0].mixer
-        gates[gate] = mixer.gates(torch.randn(1, 7, mixer.config.d_inner))
+        logits = mixer.gate_logits(torch.randn(1, 7, mixer.config.d_inner))
+        gates[gate] = ddts.gates(gate, logits, mixer.config.mem_size)
     la, ah, g, tau = gates["no_tau"]
     assert torch.allclose(la, -g) and torch.allclose(ah, g) and (tau == 1).all()
     la, ah, _, _ = gates["no_alpha_hat"]
@@ -209,9 +210,9 @@ def test_gate_logits_stay_float32_under_autocast():
     xc = torch.randn(1, 5, mixer.mem_gate_proj.in_features)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert mixer.in_proj(xc).dtype == torch.bfloat16     # autocast is on for ordinary layers
-        logits = mixer._gate_logits(xc)
+        logits = mixer.gate_logits(xc)
     assert logits.dtype == torch.float32
-    assert rel_err(logits, mixer._gate_logits(xc)) == 0
+    assert rel_err(logits, mixer.gate_logits(xc)) == 0
 
 
 # ---------------------------------------------------------------- official weights

@@ -7,23 +7,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..ddts import ddts_step
+from ..ddts import ddts_parallel, ddts_states
 
-__all__ = ["probe", "ProbeResult", "ddts_states"]
-
-
-def ddts_states(q, k, v, log_alpha) -> torch.Tensor:
-    """Every state S_1 … S_T of the DDTS recurrence: [B, T, H, n] ×3 and [B, T, H, m] → [B, T, H, n, m].
-
-    Walks :func:`rodimus_lab.ddts.ddts_step` token by token (memory O(T·n·m): a teaching size).
-    """
-    B, T, H, n = q.shape
-    state = q.new_zeros(B, H, n, v.shape[-1], dtype=torch.float64 if v.dtype == torch.float64 else torch.float32)
-    states = []
-    for t in range(T):
-        _, state = ddts_step(q[:, t], k[:, t], v[:, t], log_alpha[:, t], state)
-        states.append(state)
-    return torch.stack(states, dim=1)
+__all__ = ["probe", "ProbeResult"]
 
 
 @dataclass
@@ -50,8 +36,6 @@ class ProbeResult:
 
     def implicit_attention(self, layer: int) -> torch.Tensor:
         """DDTS's implicit attention matrix of ``layer``, [T, T] (from :func:`ddts_parallel`)."""
-        from ..ddts import ddts_parallel
-
         if layer not in self.ddts_inputs:
             raise KeyError(f"layer {layer} has no DDTS (layers with one: {sorted(self.ddts_inputs)})")
         x = {k: t[None, :, None] for k, t in self.ddts_inputs[layer].items()}

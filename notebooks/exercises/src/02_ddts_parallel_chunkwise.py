@@ -50,7 +50,7 @@ check("ddts_parallel_mask", ddts_parallel)
 # each chunk of 8; everything left of them reaches a query through the state carried between chunks.
 
 # %%
-from rodimus_lab.ddts import ddts_gates
+from rodimus_lab.ddts import ddts_gates, effective_key
 from rodimus_lab.ddts import ddts_parallel as library_ddts_parallel
 from rodimus_lab.viz import attention_matrix
 
@@ -58,7 +58,7 @@ generator = torch.Generator().manual_seed(0)
 T, n, m = 24, 8, 8
 q, k, v, g_logits, tau_logits = (torch.randn(1, T, 1, d, generator=generator) for d in (n, n, m, n, n))
 log_alpha, alpha_hat = ddts_gates(g_logits, tau_logits)
-_, attn = library_ddts_parallel(q, alpha_hat * torch.nn.functional.normalize(k, dim=-1), v, log_alpha)
+_, attn = library_ddts_parallel(q, effective_key(k, alpha_hat), v, log_alpha)
 attention_matrix(attn[0, 0], chunk_size=8)
 
 # %% [markdown]
