@@ -291,9 +291,9 @@ def cmd_info(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench.decode import main as bench_decode
+    from .bench import decode, train
 
-    bench_decode(args.bench_args)   # its own flags: rodimus-lab bench decode --help
+    {"decode": decode, "train": train}[args.which].main(args.bench_args)   # its own flags: bench <which> --help
     return 0
 
 
@@ -345,8 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, sections=("model",))
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("bench", help="benchmarks; `rodimus-lab bench decode --help` for decoding latency and memory")
-    p.add_argument("which", choices=["decode"])
+    p = sub.add_parser("bench", help="benchmarks: `bench decode` (decoding latency and memory), `bench train` "
+                                     "(training tokens/s and memory); add --help after either for its flags")
+    p.add_argument("which", choices=["decode", "train"])
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="the benchmark's own flags")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -1,0 +1,285 @@
+"""Fused glue of the Rodimus layer: the element-wise work around the DDTS kernel, forward and backward.
+
+    short_conv_silu(x, weight, bias)          SiLU(causal depthwise conv of x')        twin: short_conv_silu_torch
+    value_gate(gate_logits, x)                v = σ(x' W₁ W₂ + b) ⊙ x'                 twin: value_gate_torch
+    gated_rmsnorm(o, xc, z, d, w, eps)        RMSNorm((o + d ⊙ x̃) ⊙ SiLU(z)) ⊙ w       twin: gated_rmsnorm_torch
+    gate_linear(x, weight, bias)              x W_g|τᵀ + b in float32                  twin: gate_linear_torch
+
+The twins (``glue_torch.py``) are the same functions in plain PyTorch, written as ``rodimus_lab.model``'s
+modules compute them. Why fuse: in a bf16 training step of the reference modules each of these is
+several PyTorch kernels over [B·T, m] float32 copies (m = 2·d_model), and on an H200 they took more
+device time than the DDTS kernel and the matrix products together (docs/benchmarks.md, "Whole-model
+training"). Each fused program reads its bf16 activations once, computes in float32 registers and
+writes bf16; the backward recomputes what it needs (the conv pre-activation, SiLU(z)) instead of
+storing it. ``gate_linear`` is no Triton kernel: a bf16 tensor-core product with a float32 output
+(``torch.mm(..., out_dtype=torch.float32)``), so the gates still see float32 logits without the float32
+copy of x̃ and the FFMA product that switching autocast off costs.
+
+The Triton kernels are ``torch.library`` custom ops (``torch.ops.rodimus.*``) with their autograd and
+fake (shape) functions: ``torch.compile`` treats them as opaque calls and fuses around them.
+
+Where the work runs: CUDA tensors and CPU tensors with ``TRITON_INTERPRET=1`` (set before import) run
+the Triton kernels; other CPU tensors run the twins.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import glue_torch
+from .dispatch import cdiv, sm_count, triton_module, use_triton
+
+__all__ = ["short_conv_silu", "value_gate", "gated_rmsnorm", "gate_linear"]
+
+
+def _kernels():
+    return triton_module("glue_triton")
+
+
+def _programs(x: Tensor) -> int:
+    """Programs of a persistent row loop: ~4 per SM."""
+    return 4 * sm_count(x.device)
+
+
+def _rows(x: Tensor) -> Tensor:
+    """x [..., M] as [rows, M] with unit column stride, a view where possible (chunks stay in place)."""
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    rows = x.reshape(-1, x.shape[-1])
+    return rows if rows.stride(-1) == 1 else rows.contiguous()
+
+
+def _block(m: int) -> int:
+    return max(16, 1 << (m - 1).bit_length())
+
+
+# --------------------------------------------------------------- short conv + SiLU
+
+CONV_TILES = (64, 128)   # (times, channels) per program on a GPU
+CONV_TILES_CPU = (16, 32)
+
+
+def _conv_tiles(x: Tensor):
+    return CONV_TILES if x.is_cuda else CONV_TILES_CPU
+
+
+@torch.library.custom_op("rodimus::short_conv_silu", mutates_args=())
+def _short_conv_silu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    B, T, M = x.shape
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    y = torch.empty(B, T, M, device=x.device, dtype=x.dtype)
+    BT, BC = _conv_tiles(x)
+    _kernels().conv_silu_fwd[(cdiv(T, BT), cdiv(M, BC), B)](
+        x, weight.contiguous(), bias.contiguous(), y, T, M, x.stride(0), x.stride(1),
+        K=weight.shape[-1], BT=BT, BC=BC, num_warps=4)
+    return y
+
+
+@_short_conv_silu.register_fake
+def _(x, weight, bias):
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op("rodimus::short_conv_silu_backward", mutates_args=())
+def _short_conv_silu_backward(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    B, T, M = x.shape
+    K = weight.shape[-1]
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    BT, BC = _conv_tiles(x)
+    parts = B * cdiv(T, BT)
+    dx = torch.empty(B, T, M, device=x.device, dtype=x.dtype)
+    KP = 1 << (K - 1).bit_length()   # the partial's last dim: a power of 2 ≥ K
+    dw_part = torch.zeros(parts, M, KP, device=x.device, dtype=torch.float32)
+    db_part = torch.empty(parts, M, device=x.device, dtype=torch.float32)
+    _kernels().conv_silu_bwd[(cdiv(T, BT), cdiv(M, BC), B)](
+        x, weight.contiguous(), bias.contiguous(), dy.contiguous(), dx, dw_part, db_part, T, M,
+        x.stride(0), x.stride(1), K=K, KP=KP, BT=BT, BC=BC, num_warps=4)
+    return dx, dw_part.sum(0)[:, :K].to(weight.dtype), db_part.sum(0).to(bias.dtype)
+
+
+@_short_conv_silu_backward.register_fake
+def _(dy, x, weight, bias):
+    return x.new_empty(x.shape), torch.empty_like(weight), torch.empty_like(bias)
+
+
+def _conv_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _conv_backward(ctx, dy):
+    return _short_conv_silu_backward(dy, *ctx.saved_tensors)
+
+
+_short_conv_silu.register_autograd(_conv_backward, setup_context=_conv_setup)
+
+
+def short_conv_silu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """SiLU(bias + causal depthwise conv of x over time): x [B, T, m] (any row stride), weight [m, K],
+    bias [m] → [B, T, m] in x's dtype. Differentiable in all three."""
+    if x.dim() != 3 or weight.shape != (x.shape[-1], weight.shape[-1]) or bias.shape != (x.shape[-1],):
+        raise ValueError(f"short_conv_silu takes x [B, T, m], weight [m, K], bias [m]; got x {tuple(x.shape)}, "
+                         f"weight {tuple(weight.shape)}, bias {tuple(bias.shape)}")
+    if not use_triton(x):
+        return glue_torch.short_conv_silu_torch(x, weight, bias)
+    return _short_conv_silu(x, weight, bias)
+
+
+# ---------------------------------------------------------------------- value gate
+
+VALUE_BLOCK = 1024
+
+
+@torch.library.custom_op("rodimus::value_gate", mutates_args=())
+def _value_gate(gate_logits: Tensor, x: Tensor) -> Tensor:
+    lg, xr = _rows(gate_logits), _rows(x)
+    N, M = xr.shape
+    v = torch.empty(N, M, device=x.device, dtype=x.dtype)
+    _kernels().value_gate_fwd[(N, cdiv(M, VALUE_BLOCK))](lg, xr, v, M, lg.stride(0), xr.stride(0),
+                                                           BM=VALUE_BLOCK, num_warps=4)
+    return v.view(x.shape)
+
+
+@_value_gate.register_fake
+def _(gate_logits, x):
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op("rodimus::value_gate_backward", mutates_args=())
+def _value_gate_backward(dv: Tensor, gate_logits: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    lg, xr, dvr = _rows(gate_logits), _rows(x), _rows(dv).contiguous()
+    N, M = xr.shape
+    dl = torch.empty(N, M, device=x.device, dtype=gate_logits.dtype)
+    dx = torch.empty(N, M, device=x.device, dtype=x.dtype)
+    _kernels().value_gate_bwd[(N, cdiv(M, VALUE_BLOCK))](lg, xr, dvr, dl, dx, M, lg.stride(0), xr.stride(0),
+                                                           BM=VALUE_BLOCK, num_warps=4)
+    return dl.view(gate_logits.shape), dx.view(x.shape)
+
+
+@_value_gate_backward.register_fake
+def _(dv, gate_logits, x):
+    return gate_logits.new_empty(gate_logits.shape), x.new_empty(x.shape)
+
+
+def _value_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _value_backward(ctx, dv):
+    return _value_gate_backward(dv, *ctx.saved_tensors)
+
+
+_value_gate.register_autograd(_value_backward, setup_context=_value_setup)
+
+
+def value_gate(gate_logits: Tensor, x: Tensor) -> Tensor:
+    """σ(gate_logits) ⊙ x for two tensors of one shape [..., m] (any row strides); x's dtype."""
+    if gate_logits.shape != x.shape:
+        raise ValueError(f"gate_logits and x must share one shape, got {tuple(gate_logits.shape)} and {tuple(x.shape)}")
+    if not use_triton(x):
+        return glue_torch.value_gate_torch(gate_logits, x)
+    return _value_gate(gate_logits, x)
+
+
+# ------------------------------------------------- gated RMSNorm with the skip term
+
+@torch.library.custom_op("rodimus::gated_rmsnorm", mutates_args=())
+def _gated_rmsnorm(o: Tensor, xc: Tensor, z: Tensor, residual_weight: Tensor, norm_weight: Tensor,
+                   eps: float) -> tuple[Tensor, Tensor]:
+    orow, xrow, zrow = _rows(o), _rows(xc), _rows(z)
+    N, M = zrow.shape
+    y = torch.empty(N, M, device=z.device, dtype=z.dtype)
+    rstd = torch.empty(N, device=z.device, dtype=torch.float32)
+    if N:
+        _kernels().gated_norm_fwd[(N,)](orow, xrow, zrow, residual_weight.contiguous(), norm_weight.contiguous(),
+                                        y, rstd, M, orow.stride(0), xrow.stride(0), zrow.stride(0), eps,
+                                        BM=_block(M), num_warps=8 if M > 1024 else 4)
+    return y.view(z.shape), rstd
+
+
+@_gated_rmsnorm.register_fake
+def _(o, xc, z, residual_weight, norm_weight, eps):
+    return z.new_empty(z.shape), z.new_empty(z.shape[:-1].numel(), dtype=torch.float32)
+
+
+@torch.library.custom_op("rodimus::gated_rmsnorm_backward", mutates_args=())
+def _gated_rmsnorm_backward(dy: Tensor, o: Tensor, xc: Tensor, z: Tensor, residual_weight: Tensor,
+                            norm_weight: Tensor, rstd: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    orow, xrow, zrow, dyrow = _rows(o), _rows(xc), _rows(z), _rows(dy).contiguous()
+    N, M = zrow.shape
+    G = max(1, min(N, _programs(z)))
+    do, dxc, dz = (torch.empty(N, M, device=z.device, dtype=t.dtype) for t in (o, xc, z))
+    dd_part = torch.zeros(G, M, device=z.device, dtype=torch.float32)
+    dw_part = torch.zeros(G, M, device=z.device, dtype=torch.float32)
+    if N:
+        _kernels().gated_norm_bwd[(G,)](orow, xrow, zrow, residual_weight.contiguous(), norm_weight.contiguous(),
+                                        rstd, dyrow, do, dxc, dz, dd_part, dw_part, N, M,
+                                        orow.stride(0), xrow.stride(0), zrow.stride(0),
+                                        BM=_block(M), num_warps=8 if M > 1024 else 4)
+    return (do.view(o.shape), dxc.view(xc.shape), dz.view(z.shape),
+            dd_part.sum(0).to(residual_weight.dtype), dw_part.sum(0).to(norm_weight.dtype))
+
+
+@_gated_rmsnorm_backward.register_fake
+def _(dy, o, xc, z, residual_weight, norm_weight, rstd):
+    return (o.new_empty(o.shape), xc.new_empty(xc.shape), z.new_empty(z.shape),
+            torch.empty_like(residual_weight), torch.empty_like(norm_weight))
+
+
+def _norm_setup(ctx, inputs, output):
+    o, xc, z, residual_weight, norm_weight, _ = inputs
+    ctx.save_for_backward(o, xc, z, residual_weight, norm_weight, output[1])
+
+
+def _norm_backward(ctx, dy, _drstd):
+    return (*_gated_rmsnorm_backward(dy, *ctx.saved_tensors), None)
+
+
+_gated_rmsnorm.register_autograd(_norm_backward, setup_context=_norm_setup)
+
+
+def gated_rmsnorm(o: Tensor, xc: Tensor, z: Tensor, residual_weight: Tensor, norm_weight: Tensor,
+                  eps: float) -> Tensor:
+    """RMSNorm((o + d ⊙ x̃) ⊙ SiLU(z)) ⊙ w: o, xc, z [..., m] (any row strides), d and w [m] → z's dtype."""
+    m = z.shape[-1]
+    if o.shape != z.shape or xc.shape != z.shape or residual_weight.shape != (m,) or norm_weight.shape != (m,):
+        raise ValueError(f"gated_rmsnorm takes o, xc, z of one shape [..., m] and weights [m]; got o {tuple(o.shape)}, "
+                         f"xc {tuple(xc.shape)}, z {tuple(z.shape)}, weights {tuple(residual_weight.shape)}, "
+                         f"{tuple(norm_weight.shape)}")
+    if not use_triton(z):
+        return glue_torch.gated_rmsnorm_torch(o, xc, z, residual_weight, norm_weight, eps)
+    return _gated_rmsnorm(o, xc, z, residual_weight, norm_weight, float(eps))[0]
+
+
+# ------------------------------------------------------------ gate projection
+
+class _GateLinear(torch.autograd.Function):
+    """bf16/fp16 x and weight on tensor cores, float32 out; the backward's products are 16-bit too,
+    as autocast's would be (∂logits rounded to x's dtype for ∂x and ∂W, ∂b in float32)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        w = weight.to(x.dtype)
+        out = torch.mm(x.reshape(-1, x.shape[-1]), w.t(), out_dtype=torch.float32)
+        return (out + bias.float()).view(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, weight = ctx.saved_tensors
+        g = dout.reshape(-1, dout.shape[-1])
+        g16 = g.to(x.dtype)
+        dx = (g16 @ weight.to(x.dtype)).view(x.shape)
+        dw = torch.mm(g16.t(), x.reshape(-1, x.shape[-1]), out_dtype=torch.float32).to(weight.dtype)
+        return dx, dw, g.sum(0).to(weight.dtype)
+
+
+def gate_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """x Wᵀ + b with a float32 result: 16-bit x on tensor cores (weight rounded to x's dtype, as autocast
+    would), any other x in float32 (at least). Autocast is off inside: the output stays float32."""
+    with torch.autocast(x.device.type, enabled=False):
+        if x.dtype in (torch.bfloat16, torch.float16) and x.is_cuda:
+            return _GateLinear.apply(x, weight, bias)
+        return glue_torch.gate_linear_torch(x, weight, bias)

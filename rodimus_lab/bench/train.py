@@ -1,0 +1,244 @@
+"""Training throughput and peak memory: Rodimus, Rodimus+, Transformer++ and Hugging Face's Llama.
+
+    rodimus-lab bench train                                    # the whole table on the GPU
+    rodimus-lab bench train --models rodimus_plus --seq-lens 2048 --profile
+    python -m rodimus_lab.bench.train --device cpu --d-model 64 --n-layers 2 --tokens 512 --seq-lens 128
+
+Every model trains in ONE process on the same footing: d_model 768, 12 layers, 12 heads, vocabulary
+16384 (flags change them), B·T = 16,384 tokens per step (B = tokens / T), the same random batch each
+step, bf16 autocast on CUDA (float32 on CPU), fused AdamW, 3 warm-up steps, then the mean of 6 timed
+steps (the device synchronised around each). Each row is one model at one T, eager or under
+``torch.compile`` (its first steps compile; they are in the warm-up). ``peak`` is the CUDA allocator's
+most allocated bytes during the timed steps (weights, gradients and optimizer state included).
+
+The outside peer is ``transformers``' LlamaForCausalLM with ``attn_implementation="sdpa"`` at the
+Transformer++'s sizes (same d, layers, heads, SwiGLU width, vocabulary; untied head), the baseline a
+user would pick (install with the ``bench`` extra). ``--profile`` prints the kernels of one training
+step that take the most device time (torch.profiler), per model and T.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import gc
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import ModelConfig
+from ..model import RodimusLM
+
+MODELS = ("rodimus", "rodimus_plus", "transformer", "llama")
+LABELS = {"rodimus": "Rodimus", "rodimus_plus": "Rodimus+", "transformer": "Transformer++",
+          "llama": "Llama (transformers, SDPA)"}
+
+
+def model_config(name: str, *, d_model=768, n_layers=12, n_heads=12, vocab_size=16384, window=1024,
+                 backend="auto") -> ModelConfig:
+    """The project's config of ``name`` (for "llama": the Transformer++ it mirrors)."""
+    block = "transformer" if name == "llama" else name
+    return ModelConfig(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, block=block,
+                       n_heads=None if block == "rodimus" else n_heads,
+                       window=window if block == "rodimus_plus" else None, backend=backend)
+
+
+def build(name: str, config: ModelConfig) -> torch.nn.Module:
+    """A freshly initialised model whose ``forward(ids, labels=ids).loss`` is the training loss."""
+    if name != "llama":
+        return RodimusLM(config)
+    try:
+        from transformers import LlamaConfig, LlamaForCausalLM
+    except ImportError as e:
+        raise RuntimeError("the Llama peer needs `transformers` (pip install 'rodimus-lab[bench]')") from e
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=config.vocab_size, hidden_size=config.d_model, intermediate_size=config.ffn_dim,
+        num_hidden_layers=config.n_layers, num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_heads, max_position_embeddings=65536, rms_norm_eps=config.norm_eps,
+        tie_word_embeddings=config.tie_embeddings, rope_theta=config.rope_base,
+        attn_implementation="sdpa"))
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def measure(name: str, config: ModelConfig, seq_len: int, *, tokens=16384, compiled=False, device="cuda",
+            warmup=3, steps=6, profile=False, top=25) -> dict:
+    """Train ``name`` for warmup + steps steps; tokens/s over the timed ones, peak memory, losses."""
+    device = torch.device(device)
+    batch = max(1, tokens // seq_len)
+    torch.manual_seed(0)
+    model = build(name, config).to(device)
+    params = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=device.type == "cuda")
+    forward = torch.compile(model) if compiled else model
+    gen = torch.Generator(device=device).manual_seed(1)
+    ids = torch.randint(0, config.vocab_size, (batch, seq_len), device=device, generator=gen)
+
+    def step():
+        with _autocast(device):
+            loss = forward(ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    row = dict(model=name, label=LABELS[name], seq_len=seq_len, batch=batch, compiled=compiled, params=params)
+    losses = []
+    start = time.perf_counter()
+    for _ in range(warmup):
+        losses.append(step())
+    _sync(device)
+    row["warmup_s"] = time.perf_counter() - start
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        start = time.perf_counter()
+        losses.append(step())
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    row.update(step_s=sum(times) / len(times), step_s_all=times, tokens_per_s=batch * seq_len * len(times) / sum(times),
+               losses=[float(x) for x in losses])
+    if device.type == "cuda":
+        row["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    if profile:
+        row["profile"] = _profile(step, device, top)
+    del model, forward, optimizer
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def _profile(step, device, top: int) -> str:
+    """The kernels of one training step that take the most device time, as torch.profiler's table."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step()
+        _sync(device)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort, row_limit=top, max_name_column_width=70)
+
+
+def run(models=MODELS, seq_lens=(2048, 8192), *, modes=("eager", "compiled"), tokens=16384, device="cuda",
+        warmup=3, steps=6, profile=False, backend="auto", **sizes) -> dict:
+    rows = []
+    for seq_len in seq_lens:
+        for mode in modes:
+            for name in models:
+                config = model_config(name, backend=backend, **sizes)
+                try:
+                    row = measure(name, config, seq_len, tokens=tokens, compiled=mode == "compiled", device=device,
+                                  warmup=warmup, steps=steps, profile=profile)
+                except Exception as e:   # noqa: BLE001 — a failing row is a result (OOM, compile error)
+                    row = dict(model=name, label=LABELS[name], seq_len=seq_len, compiled=mode == "compiled",
+                               error=f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
+                    gc.collect()
+                    if torch.device(device).type == "cuda":
+                        torch.cuda.empty_cache()
+                print(format_row(row), flush=True)
+                if "profile" in row:
+                    print(row["profile"], flush=True)
+                rows.append(row)
+    return dict(environment=_environment(torch.device(device)), tokens_per_step=tokens, warmup=warmup,
+                steps=steps, backend=backend, configs={name: model_config(name, backend=backend, **sizes).to_dict()
+                                                       for name in models}, rows=rows)
+
+
+def _environment(device: torch.device) -> dict:
+    env = dict(date_utc=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+               python=platform.python_version(), torch=torch.__version__, platform=platform.platform(),
+               device=device.type)
+    for package in ("triton", "transformers"):
+        with contextlib.suppress(ImportError):
+            env[package] = __import__(package).__version__
+    if device.type == "cuda":
+        env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
+    return env
+
+
+def format_row(r: dict) -> str:
+    mode = "compiled" if r["compiled"] else "eager"
+    head = f"{r['label']:<27}{mode:<9}{r['seq_len']:>6}"
+    if "error" in r:
+        return f"{head}  {r['error']}"
+    peak = f"{r['peak_gib']:9.2f}" if "peak_gib" in r else f"{'-':>9}"
+    return (f"{head}{r['params'] / 1e6:9.1f}M{r['tokens_per_s'] / 1e3:10.1f}k{1e3 * r['step_s']:9.1f}{peak}"
+            f"{r['warmup_s']:8.1f}")
+
+
+def format_table(results: dict) -> str:
+    """All rows, then each model's tokens/s and peak memory as a multiple of the Llama peer's."""
+    lines = [f"{'model':<27}{'mode':<9}{'T':>6}{'params':>10}{'tokens/s':>11}{'ms/step':>9}{'peak GiB':>9}"
+             f"{'warm s':>8}"]
+    lines += [format_row(r) for r in results["rows"]]
+    ok = {(r["model"], r["seq_len"], r["compiled"]): r for r in results["rows"] if "error" not in r}
+    for (name, T, compiled), r in ok.items():
+        peer = ok.get(("llama", T, compiled))
+        if peer is None or name == "llama":
+            continue
+        line = (f"{LABELS[name]} {'compiled' if compiled else 'eager'} T={T}: "
+                f"{r['tokens_per_s'] / peer['tokens_per_s']:.2f}x Llama's tokens/s")
+        if "peak_gib" in r:
+            line += f", {r['peak_gib'] / peer['peak_gib']:.2f}x its peak memory"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(prog="rodimus-lab bench train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, from %(default)s")
+    parser.add_argument("--seq-lens", default="2048,8192", help="comma-separated sequence lengths T")
+    parser.add_argument("--modes", default="eager,compiled", help="eager, compiled or both (comma-separated)")
+    parser.add_argument("--tokens", type=int, default=16384, help="tokens per step (batch = tokens // T)")
+    parser.add_argument("--d-model", type=int, default=768)
+    parser.add_argument("--n-layers", type=int, default=12)
+    parser.add_argument("--n-heads", type=int, default=12)
+    parser.add_argument("--vocab-size", type=int, default=16384)
+    parser.add_argument("--window", type=int, default=1024, help="Rodimus+ sliding window (keys seen)")
+    parser.add_argument("--backend", default="auto", choices=["auto", "reference", "triton"],
+                        help="the Rodimus models' backend (ModelConfig.backend)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps (mean reported)")
+    parser.add_argument("--profile", action="store_true", help="print the top kernels of one step per row")
+    parser.add_argument("--out", default=None, help="results file (default runs/bench/train_<device>.json)")
+    args = parser.parse_args(argv)
+    models, modes = args.models.split(","), args.modes.split(",")
+    for bad in sorted(set(models) - set(MODELS)):
+        parser.error(f"--models: unknown model {bad!r}; choose from {','.join(MODELS)}")
+    for bad in sorted(set(modes) - {"eager", "compiled"}):
+        parser.error(f"--modes: unknown mode {bad!r}; choose from eager,compiled")
+    results = run(models, [int(T) for T in args.seq_lens.split(",")], modes=modes, tokens=args.tokens,
+                  device=args.device, warmup=args.warmup, steps=args.steps, profile=args.profile,
+                  backend=args.backend, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
+                  vocab_size=args.vocab_size, window=args.window)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    results["environment"]["command"] = " ".join(["rodimus-lab bench train", *arguments])
+    out = Path(args.out or f"runs/bench/train_{torch.device(args.device).type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    print(format_table(results))
+    print(f"results written to {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

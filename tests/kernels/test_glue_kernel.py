@@ -1,0 +1,145 @@
+"""rodimus_kernels.glue (fused short conv + SiLU, value gate, gated RMSNorm, gate projection) against their
+float64 twins in glue_torch, and the twins against rodimus_lab.model's modules.
+
+On CPU the kernels run under TRITON_INTERPRET=1 (tests/kernels/conftest.py); the `gpu` tests run the
+same comparisons at training shapes in bf16 on CUDA. Errors are relative RMS ‖out − ref‖ / ‖ref‖, for the
+output and EVERY gradient.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import gpu, rel_rms
+from rodimus_kernels import glue, glue_torch
+from rodimus_lab import ModelConfig
+from rodimus_lab.model import RodimusMixer, ShortConv
+
+
+
+def check(fused, twin, inputs, *, dtype=torch.float32, tol=1e-5, float_args=()):
+    """fused(*inputs in `dtype`) vs twin(*the same values in float64): output and every input's gradient.
+
+    Activations (the first inputs, `len(inputs) - len(float_args)` of them) get `dtype`; weights stay
+    float32. The output gradient is drawn representable in the output's dtype."""
+    n_act = len(inputs) - len(float_args)
+    kin = [x.to(dtype) if i < n_act else x for i, x in enumerate(inputs)]
+    kin = [x.detach().clone().requires_grad_() for x in kin]
+    rin = [x.detach().double().requires_grad_() for x in kin]
+    out = fused(*kin)
+    ref = twin(*rin)
+    grad = torch.randn(out.shape, dtype=torch.float32, device=out.device).to(out.dtype)
+    out.backward(grad)
+    ref.backward(grad.double())
+    errors = {"out": rel_rms(out, ref)}
+    errors.update({f"d{i}": rel_rms(a.grad, b.grad) for i, (a, b) in enumerate(zip(kin, rin))})
+    print(errors)
+    assert max(errors.values()) <= tol, errors
+    return errors
+
+
+def conv_inputs(B, T, m, K=4, *, device="cpu", strided=False, seed=0):
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(B, T, 2 * m if strided else m, generator=gen, device=device)
+    x = x[..., :m] if strided else x   # a chunk of a wider projection, read in place
+    return [x, 0.5 * torch.randn(m, K, generator=gen, device=device), torch.randn(m, generator=gen, device=device)]
+
+
+def norm_inputs(shape, *, device="cpu", seed=0, z_scale=1.0):
+    gen = torch.Generator(device=device).manual_seed(seed)
+    m = shape[-1]
+    o, xc = (torch.randn(shape, generator=gen, device=device) for _ in range(2))
+    z = z_scale * torch.randn(*shape[:-1], 2 * m, generator=gen, device=device)[..., m:]   # strided rows
+    return [o, xc, z, torch.randn(m, generator=gen, device=device), 1 + 0.3 * torch.randn(m, generator=gen, device=device)]
+
+
+# ------------------------------------------------------------------ CPU (TRITON_INTERPRET=1)
+
+@pytest.mark.parametrize("B, T, m, K", [(1, 1, 8, 4), (2, 5, 40, 4), (1, 37, 33, 4), (2, 70, 24, 3), (1, 19, 16, 1)])
+def test_short_conv_silu(B, T, m, K):
+    check(glue.short_conv_silu, glue_torch.short_conv_silu_torch, conv_inputs(B, T, m, K, seed=T + m),
+          float_args=(1, 2))
+
+
+def test_short_conv_silu_reads_a_strided_chunk():
+    check(glue.short_conv_silu, glue_torch.short_conv_silu_torch, conv_inputs(2, 23, 20, strided=True, seed=4),
+          float_args=(1, 2))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 8), (2, 7, 40), (1, 33, 1100), (3, 5, 17)])
+def test_gated_rmsnorm(shape):
+    eps = 1e-5
+    check(lambda *a: glue.gated_rmsnorm(*a, eps), lambda *a: glue_torch.gated_rmsnorm_torch(*a, eps),
+          norm_inputs(shape, seed=sum(shape)), float_args=(3, 4))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")
+def test_gated_rmsnorm_extreme_gates():
+    """SiLU(z) at its ends (z ≈ ±40): σ saturates, the kernel must stay finite and exact."""
+    eps = 1e-5
+    check(lambda *a: glue.gated_rmsnorm(*a, eps), lambda *a: glue_torch.gated_rmsnorm_torch(*a, eps),
+          norm_inputs((2, 9, 24), seed=2, z_scale=40.0), float_args=(3, 4))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")
+@pytest.mark.parametrize("shape, scale", [((1, 1, 8), 1.0), ((2, 9, 1030), 1.0), ((1, 13, 24), 30.0)])
+def test_value_gate(shape, scale):
+    gen = torch.Generator().manual_seed(shape[-1])
+    logits = scale * torch.randn(shape, generator=gen)
+    x = torch.randn(*shape[:-1], 2 * shape[-1], generator=gen)[..., : shape[-1]]
+    check(glue.value_gate, glue_torch.value_gate_torch, [logits, x])
+
+
+def test_twins_compute_what_the_model_modules_compute():
+    """The twins are the modules' equations: ShortConv.forward, the mixer's act_norm of (o + d ⊙ x̃) ⊙ SiLU(z)
+    and its gate logits."""
+    torch.manual_seed(0)
+    config = ModelConfig(d_model=32, n_layers=1, mem_size=16, backend="reference")
+    conv = ShortConv(24, 4)
+    x = torch.randn(2, 11, 24)
+    w, b = conv.conv1d.weight[:, 0], conv.conv1d.bias
+    assert rel_rms(glue_torch.short_conv_silu_torch(x, w, b), conv(x)) <= 1e-6
+    mixer = RodimusMixer(config)
+    with torch.no_grad():
+        mixer.residual_weight.normal_()
+        mixer.act_norm.weight.normal_()
+    m = config.d_inner
+    o, xc, z = torch.randn(3, 2, 9, m).unbind(0)
+    expected = mixer.act_norm((o + mixer.residual_weight * xc) * F.silu(z))
+    twin = glue_torch.gated_rmsnorm_torch(o, xc, z, mixer.residual_weight, mixer.act_norm.weight, mixer.act_norm.eps)
+    assert rel_rms(twin, expected) <= 1e-6
+    assert rel_rms(glue_torch.gate_linear_torch(xc, mixer.mem_gate_proj.weight, mixer.mem_gate_proj.bias),
+                   mixer.gate_logits(xc)) <= 1e-6
+
+
+def test_bad_shapes_are_named():
+    with pytest.raises(ValueError, match="weight \\[m, K\\]"):
+        glue.short_conv_silu(torch.randn(1, 4, 8), torch.randn(7, 4), torch.randn(8))
+    with pytest.raises(ValueError, match="one shape"):
+        glue.value_gate(torch.randn(2, 8), torch.randn(2, 9))
+    with pytest.raises(ValueError, match="gated_rmsnorm"):
+        glue.gated_rmsnorm(*norm_inputs((1, 3, 8))[:4], torch.ones(9), 1e-5)
+
+
+# ----------------------------------------------------------------------------- GPU (bf16)
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("T", [1, 333, 2048])
+@pytest.mark.parametrize("dtype, tol", [(torch.bfloat16, 1e-2), (torch.float32, 1e-5)])
+def test_gpu_glue(T, dtype, tol):
+    m, eps = 1536, 1e-5
+    check(glue.short_conv_silu, glue_torch.short_conv_silu_torch,
+          conv_inputs(2, T, m, device="cuda", strided=True, seed=T), dtype=dtype, tol=tol, float_args=(1, 2))
+    check(lambda *a: glue.gated_rmsnorm(*a, eps), lambda *a: glue_torch.gated_rmsnorm_torch(*a, eps),
+          norm_inputs((2, T, m), device="cuda", seed=T), dtype=dtype, tol=tol, float_args=(3, 4))
+    gen = torch.Generator("cuda").manual_seed(T)
+    check(glue.value_gate, glue_torch.value_gate_torch,
+          [torch.randn(2, T, m, generator=gen, device="cuda"), torch.randn(2, T, m, generator=gen, device="cuda")],
+          dtype=dtype, tol=tol)
+    # the gate projection: 16-bit operands on tensor cores, float32 logits
+    x = torch.randn(2, T, m, generator=gen, device="cuda")
+    assert glue.gate_linear(x.to(dtype), torch.randn(4, m, device="cuda"), torch.randn(4, device="cuda")).dtype == torch.float32
+    check(glue.gate_linear, glue_torch.gate_linear_torch,
+          [x, 0.02 * torch.randn(128, m, generator=gen, device="cuda"), torch.randn(128, generator=gen, device="cuda")],
+          dtype=dtype, tol=tol, float_args=(1, 2))
