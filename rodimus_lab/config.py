@@ -158,11 +158,18 @@ class ModelConfig(DictConfig):
     window: int | None = setting(None, "keys a query sees, itself included (sliding window); None: all",
                                  int_from(1).or_none())
     rope_base: float = setting(10000.0, "base of the rotary position frequencies", number_above(1))
+    rope_dim: int | None = setting(None, "leading dims of each head that RoPE rotates (partial RoPE); None: all, 0: "
+                                   "no RoPE", Allowed("an even int ≥ 0", lambda v: _is_int(v) and v >= 0 and v % 2 == 0).or_none())
+    rope_interleaved: bool = setting(False, "RoPE pairs dims (2i, 2i+1) (GPT-J) instead of (i, i + dim/2) (GPT-NeoX)", BOOL)
+    xpos_scale_base: float | None = setting(None, "the official XPos-style scale of queries and keys, centred on "
+                                            "max_seq_len // 2 (needs max_seq_len); None: off", number_above(0).or_none())
     two_hop: bool = setting(True, "Rodimus+: attention reaches the residual stream only through the FFN", BOOL)
     ffn_expand: float | None = setting(None, "SwiGLU hidden width = align8(ffn_expand · d_model); "
                                        "None: 4/3 (rodimus_plus), 8/3 (transformer)", number_above(0).or_none())
     # model
     tie_embeddings: bool = setting(False, "the output head shares the input embedding's weights", BOOL)
+    embed_scale: float = setting(1.0, "the embeddings are multiplied by this (official use_scale_embedding: √mem_size)",
+                                 number_above(0))
     norm_eps: float = setting(1e-5, "ε of the RMSNorms", number_above(0))
     init_std: float = setting(0.02, "standard deviation of the initial weights", number_above(0))
     max_seq_len: int | None = setting(None, "a limit on positions; None: unlimited", int_from(1).or_none())
@@ -175,6 +182,9 @@ class ModelConfig(DictConfig):
             need("n_heads", self.d_model % self.num_heads == 0,
                  f"a divisor of d_model = {self.d_model} (head_dim = d_model / n_heads)")
             need("n_heads", self.head_dim % 2 == 0, "a value giving an even head_dim (RoPE rotates pairs)")
+            need("rope_dim", self.rope_dim is None or self.rope_dim <= self.head_dim, f"at most head_dim = {self.head_dim}")
+            need("max_seq_len", self.xpos_scale_base is None or self.max_seq_len is not None,
+                 "an int when xpos_scale_base is set (the XPos scale is centred on max_seq_len // 2)")
             need("n_kv_heads", self.layout != "gqa" or (self.n_kv_heads is not None and self.num_heads % self.n_kv_heads == 0),
                  f"an int dividing n_heads = {self.num_heads} when attn_layout = 'gqa'")
         elif self.attn_layout is not None or self.window is not None:
