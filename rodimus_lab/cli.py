@@ -1,18 +1,14 @@
-"""``rodimus-lab``: demo, train, eval, generate, info.
+"""The ``rodimus-lab`` command: demo, train, eval, generate, info, bench.
 
-    rodimus-lab demo                                   # MQAR on the CPU, ≥ 99% in ~2 min, HTML report
-    rodimus-lab train --task mqar --preset L128_p8 --d-model 128 --lr 1e-3 --out runs/mqar128
-    rodimus-lab train --config run.yaml --max-steps 2000          # a file, then flags on top
-    rodimus-lab train --task text --source /path/to/wikitext-103  # local files (offline)
-    rodimus-lab train --nproc 2 --task mqar --out runs/ddp        # data parallel through torchrun
-    rodimus-lab eval --checkpoint runs/mqar128
-    rodimus-lab generate --checkpoint runs/wt103 --prompt "The history of" --top-p 0.9
-    rodimus-lab info --d-model 2048 --n-layers 48 --context 4096
-    rodimus-lab bench decode --device cuda --contexts 1024,32768   # decoding latency/memory vs context
-
-Every field of ModelConfig, TrainConfig and DataConfig is a flag (``d_model`` → ``--d-model``);
-a config file (JSON or YAML) has the sections ``model``, ``train``, ``data``. Flags override the
+Every field of ModelConfig, TrainConfig and DataConfig is a flag (``d_model`` → ``--d-model``); its
+help (meaning, allowed values) comes from the field's metadata (:func:`rodimus_lab.config.setting`).
+A config file (JSON or YAML) has the sections ``model``, ``train``, ``data``. Flags override the
 file, the file overrides the defaults. Each run writes its resolved config to ``<out>/config.json``.
+
+A run folder holds one run: a new run refuses a folder that holds another one (``--overwrite``
+replaces it, ``--resume`` continues it with its own saved config), and ``eval`` / ``generate`` on a
+run folder use that run's latest checkpoint. Bad input is a one-line error (exit code 2) that names
+the flag, field or file; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -27,12 +23,13 @@ from pathlib import Path
 import torch
 
 from . import ModelConfig, RodimusLM, cache_bytes, distributed, seed_everything
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from .config import ConfigError
 from .data.recipe import DataConfig, build_data, data_vocab_size
 from .data.text import DataUnavailableError
-from .train import TrainConfig, Trainer, evaluate
+from .train import TrainConfig, Trainer, clear_run_folder, evaluate, run_files
 
-__all__ = ["main", "resolve_configs", "DEMO"]
+__all__ = ["main", "resolve_configs", "DEMO", "EXAMPLES"]
 
 SECTIONS = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
 _MODEL_FROM_DATA = ("vocab_size",)   # the data decide these model fields
@@ -46,6 +43,41 @@ DEMO = {
     "data": {"task": "mqar", "preset": "demo"},
 }
 DEMO_THREADS = 1
+
+# `rodimus-lab CMD --help` ends with these; `rodimus-lab --help` lists them all.
+EXAMPLES = {
+    "demo": ["rodimus-lab demo                          # MQAR on the CPU, ≥ 99% in ~2 min, HTML report",
+             "rodimus-lab demo --fast --out runs/smoke  # a few seconds' smoke run",
+             "rodimus-lab demo --out runs/demo --overwrite   # replace the run in runs/demo"],
+    "train": ["rodimus-lab train --task mqar --preset L128_p8 --d-model 128 --lr 1e-3 --out runs/mqar128",
+              "rodimus-lab train --config run.yaml --max-steps 2000 --out runs/x   # a file, then flags on top",
+              "rodimus-lab train --out runs/mqar128 --resume --max-steps 4000     # continue, with its own config",
+              "rodimus-lab train --task text --source /path/to/wikitext-103 --out runs/wt103   # local files",
+              "rodimus-lab train --nproc 2 --task mqar --out runs/ddp          # data parallel through torchrun"],
+    "eval": ["rodimus-lab eval --checkpoint runs/mqar128          # the run's latest checkpoint",
+             "rodimus-lab eval --checkpoint runs/mqar128/checkpoints/ckpt-000500.json"],
+    "generate": ["rodimus-lab generate --checkpoint runs/wt103 --prompt 'The history of' --top-p 0.9",
+                 "rodimus-lab generate --checkpoint runs/mqar128 --prompt-ids '3 40 5 50 3' --temperature 0"],
+    "info": ["rodimus-lab info --d-model 2048 --n-layers 48 --context 4096",
+             "rodimus-lab info --block transformer --d-model 768 --n-heads 12 --context 1024 32768"],
+    "bench": ["rodimus-lab bench decode --device cuda --contexts 1024,32768   # decoding latency/memory vs context",
+              "rodimus-lab bench decode --help"],
+    "sweep": ["rodimus-lab sweep experiments/mqar_state_size.yaml --device cuda   # every point, resuming",
+              "rodimus-lab sweep experiments/mqar_state_size.yaml --only Rodimus --list",
+              "rodimus-lab sweep experiments/mqar_state_size.yaml --render --out docs/results/mqar_state_size"],
+}
+
+
+def _epilog(*commands: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for c in commands for line in EXAMPLES.get(c, ()))
+
+
+class CommandError(Exception):
+    """Ends a command with a message and an exit code (Ctrl-C during training: 130)."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
 
 # ------------------------------------------------------------------------------ configs
 
@@ -61,19 +93,40 @@ def _value(text: str):
         return text
 
 
+def _show(value) -> str:
+    """A value as it is typed on the command line (JSON literals)."""
+    return value if isinstance(value, str) else "None" if value is None else json.dumps(value)
+
+
+def _field_help(f: dataclasses.Field) -> tuple[str, str]:
+    """(help, metavar) of a config field's flag, from the field's ``setting`` metadata."""
+    allowed = f.metadata.get("allowed")
+    text = f.metadata.get("help", "")
+    if allowed is not None:
+        text += f"; allowed: {allowed.words}"
+    text += f" (default {_show(f.default)})"
+    if allowed is not None and allowed.choices:
+        metavar = "{" + ",".join(map(_show, allowed.choices)) + "}"
+    else:   # the field's annotation, e.g. "int | None"
+        metavar = next((m for t, m in (("int", "N"), ("float", "X"), ("str", "TEXT")) if t in str(f.type)), "V")
+    return text.replace("%", "%%"), metavar
+
+
 def _add_config_flags(parser: argparse.ArgumentParser, sections=("model", "train", "data")) -> None:
-    parser.add_argument("--config", help="a JSON or YAML file with sections model / train / data")
+    parser.add_argument("--config", help="a JSON or YAML file with sections model / train / data; flags override it")
     for section in sections:
-        group = parser.add_argument_group(f"{section} ({SECTIONS[section].__name__} fields)")
+        group = parser.add_argument_group(
+            f"{section} ({SECTIONS[section].__name__} fields; values are JSON literals — 64, 1e-3, true, null "
+            "for None — or text)")
         for f in dataclasses.fields(SECTIONS[section]):
             if section == "model" and f.name in _MODEL_FROM_DATA:
                 continue
-            dest = f"{section}.{f.name}"
-            default = f.default if f.default is not dataclasses.MISSING else None
-            group.add_argument(_flag(f.name), dest=dest, type=_value, default=None, metavar="V",
-                               help=f"default {default!r}")
+            text, metavar = _field_help(f)
+            group.add_argument(_flag(f.name), dest=f"{section}.{f.name}", type=_value, default=None, metavar=metavar,
+                               help=text)
     if "train" in sections:
-        parser.add_argument("--out", dest="train.out_dir", type=str, default=None, help="output folder (= --out-dir)")
+        parser.add_argument("--out", dest="train.out_dir", type=str, default=None, metavar="DIR",
+                            help="the run folder (= --out-dir): config.json, metrics.jsonl, checkpoints/")
 
 
 def _read_config_file(path: str) -> dict:
@@ -83,7 +136,12 @@ def _read_config_file(path: str) -> dict:
     text = p.read_text()
     if p.suffix in (".yaml", ".yml"):
         import yaml
-        loaded = yaml.safe_load(text)
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ValueError(f"config file {path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
     else:
         try:
             loaded = json.loads(text)
@@ -132,10 +190,14 @@ def _flags(args) -> dict:
 
 # ------------------------------------------------------------------------------ commands
 
-def _build_run(base: dict | None, args) -> tuple[Trainer, dict]:
+def _build_run(base: dict | None, args, *, resume: bool = False) -> tuple[Trainer, dict]:
     cfg = resolve_configs(base, args.config, _flags(args))
     data_cfg, train_cfg = cfg["data"], cfg["train"]
     _model_config(cfg["model_fields"], data_vocab_size(data_cfg))   # a bad model field fails before any work
+    if train_cfg.out_dir is None and args.command == "train":
+        raise CommandError("train needs an output folder: --out runs/NAME")
+    if not resume:
+        _claim_run_folder(train_cfg.out_dir, args)
     info = distributed.setup(train_cfg.device)   # under torchrun: join the process group (else a no-op)
     distributed.check_global_batch(train_cfg.batch_size, train_cfg.grad_accum, info.world_size)
     seed_everything(train_cfg.seed)
@@ -150,12 +212,96 @@ def _build_run(base: dict | None, args) -> tuple[Trainer, dict]:
     return trainer, cfg
 
 
+# ------------------------------------------------------------------------------ run folders
+
+def _claim_run_folder(out: str | None, args) -> None:
+    """A new run needs a folder without another run in it: refuse, or with --overwrite delete that run."""
+    if out is None:
+        return
+    found = run_files(out)   # a file given as the folder is an error
+    if not found:
+        return
+    names = ", ".join(p.name for p in found)
+    if getattr(args, "overwrite", False):
+        clear_run_folder(out)
+        print(f"--overwrite: deleted the earlier run in {out} ({names})", file=sys.stderr)
+        return
+    resume = "continue it with --resume, " if hasattr(args, "resume") else ""
+    raise CommandError(f"--out {out} already holds a run ({names}): {resume}replace it with --overwrite, "
+                       "or choose another --out")
+
+
+def _fresh_folder(out: str) -> str:
+    """``out``, or ``out-2``, ``out-3``, … : the first that holds no run."""
+    candidate, i = out, 1
+    while run_files(candidate):
+        i += 1
+        candidate = f"{out}-{i}"
+    return candidate
+
+
+# On --resume a flag may change these (how long and how the run goes on); every other field is the
+# saved run's, and a flag that disagrees with it is an error.
+RESUME_MAY_CHANGE = {
+    "train": {"max_steps", "eval_every", "eval_batch_size", "checkpoint_every", "keep_last", "stop_at_accuracy",
+              "progress", "device", "out_dir"},
+    "model": {"backend"},
+    "data": {"data_dir"},
+}
+
+
+def _resume_base(args) -> dict:
+    """The configs of the run in --out (from its latest checkpoint), after checking the given flags."""
+    out = getattr(args, "train.out_dir")
+    if out is None:
+        raise CommandError("--resume continues the run in --out: give --out runs/NAME")
+    run_files(out)   # a file given as the folder is an error
+    try:
+        meta = load_checkpoint(out)
+    except CheckpointError as e:
+        raise CommandError(f"--resume: {e}; without --resume a new run starts (add --overwrite to replace "
+                           f"what {out} holds)") from None
+    if "data" not in meta["extra"]:
+        raise CommandError(f"--resume: checkpoint {meta['path']} holds no data recipe (it was not written by "
+                           "rodimus-lab train)")
+    saved = {"model": meta["model_config"], "train": meta["train_config"], "data": meta["extra"]["data"]}
+    given = {f"{section}.{name}": value for section, values in
+             (_read_config_file(args.config).items() if args.config else ()) for name, value in values.items()}
+    given.update({k: v for k, v in _flags(args).items() if v is not None})
+    for key, value in given.items():
+        section, name = key.split(".", 1)
+        if name not in RESUME_MAY_CHANGE[section] and value != saved[section].get(name):
+            raise CommandError(
+                f"{_flag(name)} {_show(value)} conflicts with the run in {out}, saved with {name} = "
+                f"{_show(saved[section].get(name))}: a resumed run keeps its config, so drop {_flag(name)} "
+                "(or start a new run with another --out)")
+    return saved
+
+
+def _fit(trainer: Trainer, command: str) -> None:
+    """trainer.fit(); Ctrl-C ends it with a line that names the last good checkpoint (checkpoints are
+    written atomically, so an interrupted save leaves the previous one intact)."""
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        last = trainer.last_checkpoint() if trainer.is_main else None
+        if last is None:
+            where = ("no checkpoint was written yet (--checkpoint-every N saves one every N steps)"
+                     if trainer.out_dir is not None else "nothing was saved (no --out)")
+        else:
+            where = f"the last good checkpoint is {last}"
+            if command == "train":
+                where += f"; continue with: rodimus-lab train --out {trainer.out_dir} --resume"
+        raise CommandError(f"stopped by Ctrl-C during step {trainer.step + 1}; {where}", code=130) from None
+
+
+# ------------------------------------------------------------------------------ commands
+
 def cmd_train(args) -> int:
     if args.nproc is not None:
         return _launch_torchrun(args)
-    trainer, cfg = _build_run(None, args)
-    if trainer.out_dir is None:
-        raise ValueError("train needs an output folder: --out runs/NAME")
+    base = _resume_base(args) if args.resume else None
+    trainer, cfg = _build_run(base, args, resume=args.resume)
     say = print if trainer.is_main else (lambda *a, **k: None)
     if args.resume:
         meta = trainer.resume()
@@ -164,24 +310,27 @@ def cmd_train(args) -> int:
     say(f"model: {c.block}, d_model {c.d_model}, {c.n_layers} layers, "
         f"{trainer.model.num_parameters():,} parameters; writing to {trainer.out_dir}"
         + (f"; {trainer.world_size} processes" if trainer.world_size > 1 else ""))
-    trainer.fit()
+    _fit(trainer, "train")
     if trainer.is_main:
         _print_eval(trainer.history)
     return 0
 
 
 def _launch_torchrun(args) -> int:
-    """``train --nproc N``: check the configs here, then run the same flags under torchrun."""
+    """``train --nproc N``: check the configs and the run folder here, then run the same flags under torchrun."""
     train_args, skip = [], False
-    for a in args.argv[1:]:   # argv[0] is "train"; every flag but --nproc goes on
-        if not (skip or a.startswith("--nproc=") or a == "--nproc"):
+    for a in args.argv[1:]:   # argv[0] is "train"; every flag but --nproc (and --overwrite, done here) goes on
+        if not (skip or a.startswith("--nproc=") or a in ("--nproc", "--overwrite")):
             train_args.append(a)
         skip = a == "--nproc"
     command = distributed.torchrun_command(args.nproc, train_args)   # checks --nproc
-    cfg = resolve_configs(None, args.config, _flags(args))
+    base = _resume_base(args) if args.resume else None
+    cfg = resolve_configs(base, args.config, _flags(args))
     distributed.check_global_batch(cfg["train"].batch_size, cfg["train"].grad_accum, args.nproc)
     if cfg["train"].out_dir is None:
-        raise ValueError("train needs an output folder: --out runs/NAME")
+        raise CommandError("train needs an output folder: --out runs/NAME")
+    if not args.resume:
+        _claim_run_folder(cfg["train"].out_dir, args)
     print(" ".join(command), flush=True)
     return distributed.launch(command)
 
@@ -199,13 +348,19 @@ def cmd_demo(args) -> int:
     if args.fast:   # a smoke run for tests: seconds, not minutes (accuracy will be low)
         base["train"].update(max_steps=20, eval_every=10, eval_batch_size=100)
         base["data"].update(num_train=512, num_test=100)
+    if getattr(args, "train.out_dir") is None and args.config is None and not args.overwrite:
+        default = base["train"]["out_dir"]   # the default folder: never refuse, take the next free one
+        base["train"]["out_dir"] = _fresh_folder(default)
+        if base["train"]["out_dir"] != default:
+            print(f"{default} holds an earlier demo run; this one writes to {base['train']['out_dir']} "
+                  f"(--out {default} --overwrite replaces it)")
     start = time.perf_counter()
     trainer, cfg = _build_run(base, args)
     test = trainer.eval_data
     print(f"rodimus-lab demo: MQAR L={test.seq_len}, {test.num_kv_pairs} key-value pairs, "
           f"vocab {trainer.model.config.vocab_size}; a {trainer.model.num_parameters():,}-parameter Rodimus "
-          f"on {trainer.device.type}")
-    trainer.fit()
+          f"on {trainer.device.type}" + (f", writing to {trainer.out_dir}" if trainer.out_dir else ""))
+    _fit(trainer, "demo")
     elapsed = time.perf_counter() - start
     final = [r for r in trainer.history if r.get("kind") == "eval"][-1]
     accuracy = final["eval_accuracy"]
@@ -226,17 +381,18 @@ def cmd_demo(args) -> int:
 
 
 def _load_run(checkpoint: str):
-    """Model and data recipe from a checkpoint (file or run folder)."""
-    meta = load_checkpoint(checkpoint)
+    """Model and checkpoint metadata from a checkpoint file or a run folder (its latest checkpoint)."""
+    meta = load_checkpoint(resolve_checkpoint(checkpoint))
     model = RodimusLM(ModelConfig.from_dict(meta["model_config"]))
     load_checkpoint(meta["path"], model)
+    print(f"checkpoint {meta['path']} (step {meta['step']})", file=sys.stderr)
     return model, meta
 
 
 def cmd_eval(args) -> int:
     model, meta = _load_run(args.checkpoint)
     if "data" not in meta["extra"]:
-        raise ValueError(f"checkpoint {meta['path']} holds no data recipe (it was not written by rodimus-lab train)")
+        raise CommandError(f"checkpoint {meta['path']} holds no data recipe (it was not written by rodimus-lab train)")
     data_cfg = DataConfig.from_dict({**meta["extra"]["data"], **{k.split(".", 1)[1]: v for k, v in _flags(args).items()
                                                                  if v is not None and k.startswith("data.")}})
     _, test, _ = build_data(data_cfg)
@@ -245,6 +401,27 @@ def cmd_eval(args) -> int:
                        device=args.device, precision=train_cfg.get("precision", "auto"))
     print(json.dumps({"checkpoint": meta["path"], "step": meta["step"], **metrics}, indent=1))
     return 0
+
+
+def _token_ids(text: str) -> list[int]:
+    """--prompt-ids: integers separated by spaces or commas."""
+    try:
+        return [int(x) for x in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected token ids (integers) separated by spaces or commas, "
+                                         f"e.g. '12 7 99'; got {text!r}") from None
+
+
+def _int_from(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"expected an int ≥ {low}, got {text!r}")
+        return value
+    return parse
 
 
 def cmd_generate(args) -> int:
@@ -258,15 +435,21 @@ def cmd_generate(args) -> int:
         t = meta["extra"]["tokenizer"]
         tokenizer = get_tokenizer(t["name"], tokenizer_path=t["path"])
     if args.prompt_ids is not None:
-        ids = [int(x) for x in args.prompt_ids.replace(",", " ").split()]
+        ids = args.prompt_ids
+        vocab = model.config.vocab_size
+        outside = [i for i in ids if not 0 <= i < vocab]
+        if outside:
+            raise CommandError(f"--prompt-ids: token id {outside[0]} is outside this model's vocabulary "
+                               f"(0 … {vocab - 1})")
     elif args.prompt is not None:
         if tokenizer is None:
-            raise ValueError("this checkpoint has no tokenizer (an MQAR run): give --prompt-ids '1 2 3' instead of --prompt")
+            raise CommandError("this checkpoint has no tokenizer (an MQAR run): give --prompt-ids '1 2 3' "
+                               "instead of --prompt")
         ids = tokenizer.encode(args.prompt)
     else:
-        raise ValueError("give --prompt TEXT or --prompt-ids 'ID ID ...'")
+        raise CommandError("give --prompt TEXT or --prompt-ids 'ID ID ...'")
     if not ids:
-        raise ValueError("the prompt is empty after tokenization")
+        raise CommandError("the prompt is empty: give at least one token (--prompt TEXT or --prompt-ids 'ID ...')")
     out = generate(model, torch.tensor([ids]), args.max_new_tokens, temperature=args.temperature,
                    top_k=args.top_k, top_p=args.top_p, seed=args.seed)[0].tolist()
     print(tokenizer.decode(out) if tokenizer is not None else " ".join(map(str, out)))
@@ -275,7 +458,8 @@ def cmd_generate(args) -> int:
 
 def cmd_info(args) -> int:
     cfg = resolve_configs(None, args.config, _flags(args))
-    model_cfg = _model_config(cfg["model_fields"], args.vocab_size or cfg["model_fields"].get("vocab_size") or 8192)
+    vocab_size = args.vocab_size if args.vocab_size is not None else cfg["model_fields"].get("vocab_size") or 8192
+    model_cfg = _model_config(cfg["model_fields"], vocab_size)
     with torch.device("meta"):
         model = RodimusLM(model_cfg)
     total, non_emb = model.num_parameters(), model.num_parameters(exclude_embeddings=True)
@@ -299,13 +483,25 @@ def cmd_bench(args) -> int:
 
 # ------------------------------------------------------------------------------ parser
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rodimus-lab", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand with its help line, its examples and --debug."""
+    p = sub.add_parser(name, help=help, description=help, epilog=_epilog(name),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="on an error, show the Python traceback")
+    return p
 
-    p = sub.add_parser("demo", help="train a small Rodimus on MQAR (CPU, ~2 min) and write an HTML report")
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rodimus-lab", epilog=_epilog(*EXAMPLES) + "\n\n`rodimus-lab COMMAND --help` lists its flags.",
+        description="rodimus-lab: train, evaluate and sample Rodimus* models (arXiv 2410.06577); "
+                    "a two-minute CPU demo with an HTML report.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _command(sub, "demo", "train a small Rodimus on MQAR (CPU, ~2 min) and write an HTML report")
     p.add_argument("--fast", action="store_true", help="a few seconds' smoke run (low accuracy)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run that --out holds")
     p.add_argument("--steps", dest="train.max_steps", type=int, default=None, help="training steps (= --max-steps)")
     p.add_argument("--threads", type=int, default=DEMO_THREADS,
                    help=f"CPU threads for torch (default {DEMO_THREADS}: the demo's small ops gain little from more, "
@@ -313,47 +509,73 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train a model on MQAR or text")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p = _command(sub, "train", "train a model on MQAR or text")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its latest checkpoint, with its saved config (flags may "
+                        "change only " + ", ".join(sorted(f"--{n.replace('_', '-')}" for names in RESUME_MAY_CHANGE.values()
+                                                          for n in names if n != "out_dir")) + ")")
+    p.add_argument("--overwrite", action="store_true", help="replace the run that --out holds")
     p.add_argument("--nproc", type=int, default=None,
                    help="data-parallel processes on this host (one per GPU): runs this command under torchrun")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=_int_from(1), default=None, help="CPU threads for torch (default: torch's choice)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on its run's test data")
-    p.add_argument("--checkpoint", required=True, help="a ckpt-*.json file or a run folder (latest checkpoint)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--device", default=None)
+    checkpoint_help = "a run folder (its latest checkpoint) or a checkpoints/ckpt-NNNNNN.json file"
+    p = _command(sub, "eval", "evaluate a checkpoint on its run's test data")
+    p.add_argument("--checkpoint", required=True, help=checkpoint_help)
+    p.add_argument("--batch-size", type=_int_from(1), default=None,
+                   help="examples per batch (default: the run's eval_batch_size)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:i (default: where the model loads, the CPU)")
     _add_config_flags(p, sections=("data",))
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("generate", help="sample from a checkpoint with the recurrent state")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--prompt", help="text (runs with a tokenizer)")
-    p.add_argument("--prompt-ids", help="token ids, e.g. '12 7 99'")
-    p.add_argument("--max-new-tokens", type=int, default=50)
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p = _command(sub, "generate", "sample from a checkpoint with the recurrent state")
+    p.add_argument("--checkpoint", required=True, help=checkpoint_help)
+    p.add_argument("--prompt", help="text (runs with a tokenizer: text runs)")
+    p.add_argument("--prompt-ids", type=_token_ids, help="token ids separated by spaces or commas, e.g. '12 7 99'")
+    p.add_argument("--max-new-tokens", type=_int_from(0), default=50, help="tokens to sample (default 50)")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = greedy (default 1)")
+    p.add_argument("--top-k", type=_int_from(1), default=None, help="sample among the k likeliest tokens")
+    p.add_argument("--top-p", type=float, default=None, help="sample among the likeliest tokens of total mass p, in (0, 1]")
+    p.add_argument("--seed", type=int, default=None, help="seed of the sampling (default: unseeded)")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("info", help="parameter counts and decoding-state bytes of a config")
-    p.add_argument("--vocab-size", type=int, default=None)
-    p.add_argument("--context", type=int, nargs="+", default=[1, 1024, 4096, 32768], help="context lengths")
+    p = _command(sub, "info", "parameter counts and decoding-state bytes of a config")
+    p.add_argument("--vocab-size", type=_value, default=None, metavar="V",
+                   help="tokens in the vocabulary; allowed: an int ≥ 1 (default 8192)")
+    p.add_argument("--context", type=_int_from(0), nargs="+", default=[1, 1024, 4096, 32768],
+                   help="context lengths (default 1 1024 4096 32768)")
     _add_config_flags(p, sections=("model",))
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("bench", help="benchmarks: `bench decode` (decoding latency and memory), `bench train` "
+    p = _command(sub, "bench", "benchmarks: `bench decode` (decoding latency and memory), `bench train` "
                                      "(training tokens/s and memory); add --help after either for its flags")
     p.add_argument("which", choices=["decode", "train"])
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="the benchmark's own flags")
     p.set_defaults(func=cmd_bench)
+
+    from . import sweep   # (imports this module: here, not at the top)
+
+    p = _command(sub, "sweep", "train the points of a sweep spec (experiments/*.yaml), record them as JSONL, "
+                               "draw the figure beside the paper's; resumes where it stopped")
+    sweep.add_arguments(p)
+    p.set_defaults(func=sweep.main)
     return parser
 
 
+def _message(e: BaseException) -> str:
+    """One line: the error, and for a config field the flag that sets it."""
+    text = str(e)
+    if isinstance(e, ConfigError):
+        section = {cls.__name__: name for name, cls in SECTIONS.items()}.get(e.config)
+        if section is not None:
+            text += f" (flag {_flag(e.field)}, or {section}.{e.field} in a --config file)"
+    return text
+
+
 def main(argv=None) -> int:
+    """Run one command; bad input ends it with a one-line error and exit code 2 (--debug: the traceback)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv   # `train --nproc` hands the same flags on to torchrun
@@ -361,9 +583,14 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except (ValueError, CheckpointError, DataUnavailableError) as e:
-        print(f"rodimus-lab {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except (CommandError, ValueError, CheckpointError, DataUnavailableError, OSError, KeyboardInterrupt) as e:
+        if args.debug:
+            raise
+        if isinstance(e, KeyboardInterrupt):
+            e = CommandError("stopped by Ctrl-C", code=130)
+        code = e.code if isinstance(e, CommandError) else 2
+        print(f"rodimus-lab {args.command}: {'' if code == 130 else 'error: '}{_message(e)}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

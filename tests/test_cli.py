@@ -1,5 +1,6 @@
 """`rodimus-lab` end to end on tiny runs: demo, train → eval/generate, configs, info, errors."""
 
+import dataclasses
 import json
 import re
 import shutil
@@ -105,7 +106,7 @@ def test_config_file_then_flags(tmp_path, capsys):
     ('{"model": {"d_modle": 32}}', r"unknown ModelConfig field\(s\) \['d_modle'\]"),
     ('{"train": {"lr": -1}}', "TrainConfig.lr"),
     ('{"optimizer": {}}', r"unknown section\(s\) \['optimizer'\]"),
-    ('{"data": {"preset": "L65_p4"}}', "unknown MQAR preset 'L65_p4'"),
+    ('{"data": {"preset": "L65_p4"}}', "DataConfig.preset = 'L65_p4' is invalid: expected one of 'L64_p4'"),
     ('{"data": {"task": "vision"}}', "DataConfig.task"),
     ('{"model": {"vocab_size": 100}, "data": {"vocab_size": 64, "seq_len": 16, "num_kv_pairs": 2}}',
      "model.vocab_size = 100 differs"),
@@ -143,3 +144,123 @@ def test_info(capsys):
     assert "parameters:" in out and "bytes per token" in out and "each further token adds 0 bytes" in out
     code, out, _ = _run(capsys, "info", "--block", "transformer", "--d-model", 64, "--n-heads", 2, "--context", 16)
     assert code == 0 and "each further token adds 512 bytes" in out    # 2 layers · (K + V) · 64 · 2 bytes
+
+
+# ------------------------------------------------------------------------------ run folders
+
+def _snapshot(folder: Path) -> dict:
+    """Every file under ``folder`` with its bytes: what a refused command must leave as it was."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _steps(run: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+            if json.loads(line)["kind"] == "train"]
+
+
+def test_demo_twice_into_one_folder_refuses_the_second(tmp_path, capsys):
+    run = tmp_path / "demo"
+    assert _run(capsys, "demo", "--fast", "--out", run)[0] == 0
+    before = _snapshot(run)
+    code, out, err = _run(capsys, "demo", "--fast", "--out", run, "--steps", 30)
+    assert code == 2 and "MQAR accuracy" not in out
+    assert re.search(r"--out .*demo already holds a run \(config\.json, metrics\.jsonl, checkpoints, report\.html\): "
+                     r"replace it with --overwrite, or choose another --out", err), err
+    assert _snapshot(run) == before                         # not one byte changed
+
+
+def test_demo_overwrite_leaves_one_consistent_run(tmp_path, capsys):
+    run = tmp_path / "demo"
+    assert _run(capsys, "demo", "--fast", "--out", run, "--steps", 30)[0] == 0
+    code, _, err = _run(capsys, "demo", "--fast", "--out", run, "--overwrite")
+    assert code == 0 and "deleted the earlier run" in err
+    assert _steps(run) == list(range(1, 21))                # one run: steps 1..20 once
+    assert [p.name for p in sorted((run / "checkpoints").glob("*.json"))] == ["ckpt-000020.json"]
+    assert json.loads((run / "config.json").read_text())["train"]["max_steps"] == 20
+    code, out, _ = _run(capsys, "eval", "--checkpoint", run)
+    assert code == 0 and json.loads(out)["step"] == 20
+
+
+def test_demo_default_folder_takes_the_next_free_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _run(capsys, "demo", "--fast")[0] == 0
+    first = _snapshot(tmp_path / "runs" / "demo")
+    code, out, _ = _run(capsys, "demo", "--fast")
+    assert code == 0 and "runs/demo holds an earlier demo run; this one writes to runs/demo-2" in out
+    assert _snapshot(tmp_path / "runs" / "demo") == first
+    assert (tmp_path / "runs" / "demo-2" / "report.html").is_file()
+
+
+def test_train_into_a_run_folder_names_resume_and_overwrite(mqar_run, capsys):
+    before = _snapshot(mqar_run)
+    code, _, err = _run(capsys, "train", *TINY_MQAR, "--out", mqar_run)
+    assert code == 2 and "continue it with --resume, replace it with --overwrite, or choose another --out" in err
+    assert _snapshot(mqar_run) == before
+
+
+def test_resume_takes_the_saved_config(mqar_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(mqar_run, run)
+    code, out, err = _run(capsys, "train", "--out", run, "--resume", "--max-steps", 6, "--eval-every", 3)
+    assert code == 0, err
+    assert "at step 4" in out and "d_model 32" in out      # the run's own model, no flags repeated
+    assert _steps(run) == [1, 2, 3, 4, 5, 6]
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["model"]["d_model"] == 32 and saved["train"]["max_steps"] == 6 and saved["data"]["seq_len"] == 16
+    code, out, _ = _run(capsys, "eval", "--checkpoint", run)   # the folder's latest checkpoint: step 6
+    assert code == 0 and json.loads(out)["step"] == 6
+
+
+def test_resume_refuses_a_conflicting_model_flag(mqar_run, capsys):
+    before = _snapshot(mqar_run)
+    code, _, err = _run(capsys, "train", "--out", mqar_run, "--resume", "--d-model", 64)
+    assert code == 2
+    assert "--d-model 64 conflicts with the run in" in err and "saved with d_model = 32" in err
+    assert "drop --d-model" in err
+    assert _snapshot(mqar_run) == before
+
+
+def test_ctrl_c_names_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    from rodimus_lab.train import Trainer
+
+    step = Trainer.train_step
+
+    def interrupted_at_3(self):
+        if self.step == 2 and self.config.max_steps == 4:
+            raise KeyboardInterrupt
+        return step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_at_3)
+    run = tmp_path / "run"
+    code, _, err = _run(capsys, "train", *TINY_MQAR, "--checkpoint-every", 2, "--out", run)
+    assert code == 130 and "Traceback" not in err
+    last = run / "checkpoints" / "ckpt-000002.json"
+    assert (f"stopped by Ctrl-C during step 3; the last good checkpoint is {last}; "
+            f"continue with: rodimus-lab train --out {run} --resume") in err
+    code, out, err = _run(capsys, "train", "--out", run, "--resume", "--max-steps", 5)
+    assert code == 0 and "at step 2" in out, err
+    assert _steps(run) == [1, 2, 3, 4, 5]
+
+
+def test_help_lists_every_enumerated_field(capsys):
+    from rodimus_lab.cli import SECTIONS
+
+    for command, sections in (("train", ("model", "train", "data")), ("info", ("model",)), ("eval", ("data",))):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())   # argparse wraps lines
+        assert "examples:" in text and f"rodimus-lab {command} " in text
+        for section in sections:
+            for f in dataclasses.fields(SECTIONS[section]):
+                allowed = f.metadata["allowed"]
+                if f.name == "vocab_size" and section == "model":
+                    continue
+                assert f.metadata["help"].split(";")[0][:30] in text.replace("%%", "%"), f.name
+                assert allowed.words in text, f.name
+                for choice in allowed.choices:
+                    assert (choice if isinstance(choice, str) else json.dumps(choice)) in text   # true/false
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(ValueError, match="ModelConfig.d_model = 0"):
+        main(["train", *TINY_MQAR, "--d-model", "0", "--out", str(tmp_path / "run"), "--debug"])

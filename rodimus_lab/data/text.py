@@ -18,8 +18,10 @@ a hash of (text, tokenizer), so a second run starts in seconds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,13 +66,53 @@ def _read_hub(source: str, split: str) -> list[str]:
             f"(pip install 'rodimus-lab[data]'), or use local files: {_local_command(source)}") from None
     hub_split = "validation" if split in ("valid", "validation") else split
     try:
-        ds = datasets.load_dataset(HUB_DATASET, HUB_CONFIGS[source], split=hub_split)
+        with _offline_unless_reachable():
+            ds = datasets.load_dataset(HUB_DATASET, HUB_CONFIGS[source], split=hub_split)
     except Exception as e:  # offline mode, DNS, HTTP: datasets raises many types; all mean "not reachable"
         raise DataUnavailableError(
             f"could not load {HUB_DATASET} ({HUB_CONFIGS[source]}, split {hub_split!r}) from the Hugging Face hub "
-            f"and it is not in the local HF cache ({type(e).__name__}: {e}). Offline, use local files:\n  "
+            f"and it is not in the local HF cache ({type(e).__name__}: {e}). Offline, use local files: "
             f"{_local_command(source)}") from None
     return list(ds["text"])
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether a TCP connection to the hub's host (``$HF_ENDPOINT``) opens within ``timeout`` seconds.
+    The name lookup has no timeout of its own, so the attempt runs in a daemon thread we stop waiting for."""
+    import threading
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    address = (url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    opened = threading.Event()
+
+    def connect():
+        try:
+            socket.create_connection(address, timeout).close()
+            opened.set()
+        except OSError:
+            pass
+
+    threading.Thread(target=connect, daemon=True).start()
+    return opened.wait(timeout)
+
+
+@contextlib.contextmanager
+def _offline_unless_reachable():
+    """Offline mode while the hub cannot be reached: ``datasets`` then reads its cache at once instead
+    of retrying for half a minute (with the hub's offline switches already set this is a no-op)."""
+    import datasets
+    import huggingface_hub.constants as hub
+
+    if datasets.config.HF_HUB_OFFLINE or _hub_reachable():
+        yield
+        return
+    saved = datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE = saved
 
 
 def _find_local(folder: Path, split: str) -> list[Path]:
@@ -85,7 +127,9 @@ def _find_local(folder: Path, split: str) -> list[Path]:
         parquet = sorted(folder.glob(f"{alias}*.parquet")) or sorted(folder.glob(f"*/{alias}*.parquet"))
         if parquet:
             return parquet
-    raise DataUnavailableError(f"no {split!r} split in {folder}: looked for {', '.join(tried)}")
+    raise DataUnavailableError(f"no {split!r} split in {folder}: looked for {', '.join(tried)}; name the split "
+                               f"your files have with --train-split / --eval-split (DataConfig.train_split, "
+                               f"eval_split)")
 
 
 def _read_local(path: Path, split: str) -> list[str]:
