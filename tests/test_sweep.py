@@ -1,0 +1,164 @@
+"""The sweep runner (rodimus_lab.sweep): specs, resume after a kill, named subsets, the figure from results."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rodimus_lab import sweep
+from rodimus_lab.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures" / "sweep"
+TINY = FIXTURES / "tiny.yaml"
+
+
+def lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def comparable(record: dict) -> dict:
+    """What a rerun must reproduce (wall time, provenance and resume bookkeeping aside)."""
+    return {k: record[k] for k in ("point", "family", "values", "config", "parameters", "state", "best", "final",
+                                   "steps", "seed")}
+
+
+def test_points_cross_the_grid_and_families_drop_axes():
+    spec = sweep.load_spec(TINY)
+    names = [p.name for p in spec.points()]
+    assert names == ["rodimus--mem_size=4--lr=0.01", "rodimus--mem_size=4--lr=0.003",
+                     "rodimus--mem_size=8--lr=0.01", "rodimus--mem_size=8--lr=0.003",
+                     "transformer_plus_plus--lr=0.01", "transformer_plus_plus--lr=0.003"]
+    point = spec.points({"train.max_steps": 2})[2]
+    assert point.sections["model"] == {"n_layers": 1, "d_model": 16, "backend": "reference", "block": "rodimus",
+                                       "mem_size": 8}
+    assert point.sections["train"]["lr"] == 0.01 and point.sections["train"]["max_steps"] == 2
+    assert [p.name for p in spec.select(["Transformer++"])] == names[4:]
+    assert [p.name for p in spec.select(["*mem_size=8*"])] == names[2:4]
+    with pytest.raises(ValueError, match="matches no point"):
+        spec.select(["Mamba"])
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"grid": {"mem_size": [4]}}, "not a field path"),
+    ({"colour": "red"}, "unknown key"),
+    ({"families": {}}, "'families' must map"),
+    ({"figure": {"x": "n", "y": "accuracy"}}, "figure.y must be one of"),
+    ({"figure": {"x": "n", "y": "eval_accuracy", "paper": "FIG9"}}, "figure.paper 'FIG9'"),
+    ({"families": {"Rodimus": {"modle": {}}}}, "unknown key"),
+])
+def test_bad_specs_name_the_key(change, message):
+    import yaml
+
+    spec = {**yaml.safe_load(TINY.read_text()), **change}
+    with pytest.raises(ValueError, match=message):
+        sweep.spec_from_dict(spec)
+
+
+class Kill(Exception):
+    """Stands for the process being killed."""
+
+
+def test_resume_skips_done_points_and_restarts_a_killed_one_cleanly(tmp_path, monkeypatch):
+    spec = sweep.load_spec(TINY)
+    only = ["rodimus--mem_size=4*"]
+    clean = sweep.run_sweep(spec, tmp_path / "clean", only=only, say=lambda *a: None)
+
+    # a sweep killed at step 3 of its second point, after that point's checkpoint at step 2
+    out = tmp_path / "killed"
+    on_step = sweep._Deadline.on_step
+
+    def kill(self, metrics, trainer):
+        if trainer.meta["sweep"]["point"].endswith("lr=0.003") and trainer.step == 3:
+            raise Kill
+        on_step(self, metrics, trainer)
+
+    monkeypatch.setattr(sweep._Deadline, "on_step", kill)
+    with pytest.raises(Kill):
+        sweep.run_sweep(spec, out, only=only, say=lambda *a: None)
+    assert [r["point"] for r in lines(out)] == [only[0][:-1] + "--lr=0.01"]
+    assert sweep.point_status(spec, out, only=only)[1][1] == "partial (ckpt-000002)"
+    first = lines(out)[0]
+
+    monkeypatch.setattr(sweep._Deadline, "on_step", on_step)
+    said = []
+    sweep.run_sweep(spec, out, only=only, say=said.append)
+    assert "1 done, 1 to run" in said[0] and any("resumed at step 2" in s for s in said)
+    records = lines(out)
+    assert records[0] == first   # the done point was not trained again
+    assert records[1]["resumed_from_step"] == 2
+    assert [comparable(r) for r in records] == [comparable(r) for r in clean]   # as if never killed
+
+
+def test_a_partial_folder_of_another_config_or_without_checkpoint_starts_again(tmp_path):
+    spec = sweep.load_spec(TINY)
+    only = ["rodimus--mem_size=8--lr=0.01"]
+    clean = sweep.run_sweep(spec, tmp_path / "clean", only=only, say=lambda *a: None)
+    out = tmp_path / "out"
+    folder = out / "points" / only[0]
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{\"model\": {}}")
+    (folder / "metrics.jsonl").write_text("{\"step\": 1, \"loss\": 9.0, \"kind\": \"train\"}\n")
+    (out / "results.jsonl").write_text("{\"point\": \"cut off by a ki")   # a line the kill cut short
+    records = sweep.run_sweep(spec, out, only=only, say=lambda *a: None)
+    assert records[0]["resumed_from_step"] is None
+    assert [comparable(r) for r in lines(out)] == [comparable(r) for r in clean]
+    assert len((folder / "metrics.jsonl").read_text().splitlines()) == 4 + 2   # 4 steps, 2 evaluations
+
+
+def test_a_changed_config_of_a_done_point_is_an_error(tmp_path):
+    spec = sweep.load_spec(TINY)
+    out = tmp_path / "out"
+    sweep.run_sweep(spec, out, only=["transformer_plus_plus--lr=0.01"], say=lambda *a: None)
+    with pytest.raises(ValueError, match=r"train.max_steps: 4 → 6.*another --out"):
+        sweep.run_sweep(spec, out, only=["Transformer++"], overrides={"train.max_steps": 6}, say=lambda *a: None)
+    assert len(lines(out)) == 1
+
+
+def test_budget_stops_between_points_and_keeps_the_checkpoint(tmp_path):
+    spec = sweep.load_spec(TINY)
+    said = []
+    written = sweep.run_sweep(spec, tmp_path, only=["Transformer++"], budget_s=0.0, say=said.append)
+    assert written == [] and not (tmp_path / "results.jsonl").exists()
+    assert "budget spent" in said[-1]
+
+
+def test_figure_from_the_results_fixture(tmp_path):
+    spec = sweep.load_spec(TINY)
+    shutil.copy(FIXTURES / "results.jsonl", tmp_path / "results.jsonl")
+    records = sweep.read_results(tmp_path)
+    series, references, rows = sweep.figure_series(records, spec.figure)
+    # each (family, n) keeps its best learning rate
+    for family, points in series.items():
+        for n, y in points:
+            same = [r["best"]["eval_accuracy"] for r in records
+                    if r["family"] == family and r["config"]["model"]["mem_size"] == n]
+            assert len(same) == 2 and y == max(same)
+    assert set(series) == {"Rodimus"} and [n for n, _ in series["Rodimus"]] == [4, 8]
+    assert references == {"Transformer++": max(r["best"]["eval_accuracy"] for r in records
+                                               if r["family"] == "Transformer++")}
+    assert len(rows) == 3
+
+    assert main(["sweep", str(TINY), "--render", "--out", str(tmp_path)]) == 0
+    html = (tmp_path / "tiny.html").read_text()
+    assert "Rodimus (ours)" in html and "Rodimus+ (paper)" in html and "Transformer++ (ours, no fixed state)" in html
+    table = (tmp_path / "tiny.md").read_text()
+    assert table.count("\n") == 2 + len(rows) and "`rodimus--mem_size=4--lr=0.01`" in table
+
+
+def test_cli_list_and_missing_results(tmp_path, capsys):
+    assert main(["sweep", str(TINY), "--list", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.count("todo") == 6
+    assert main(["sweep", str(TINY), "--render", "--out", str(tmp_path)]) == 2
+    assert "no results to render" in capsys.readouterr().err
+    assert main(["sweep", str(TINY), "--list", "--set", "lr=0.1"]) == 2
+    assert "not a field path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec", sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml")))
+def test_shipped_specs_resolve(spec):
+    """Every point of the shipped sweeps builds a valid config (without training anything)."""
+    loaded = sweep.load_spec(spec)
+    for point in loaded.points():
+        model_fields, train_cfg, data_cfg = sweep._resolved(point)
+        sweep.ModelConfig.from_dict({**model_fields, "vocab_size": 8192})
