@@ -10,12 +10,13 @@ from .config import GATES, ModelConfig
 from .memory import cache_bytes, cache_elements
 from .model import DecodeState, LMOutput, RodimusLM
 from .official import config_from_official, load_official
+from .pretrained import from_pretrained
 
 __version__ = "0.1.0"
 
 __all__ = [
     "GATES", "ModelConfig", "RodimusLM", "LMOutput", "DecodeState",
-    "load_official", "config_from_official", "cache_bytes", "cache_elements", "seed_everything",
+    "load_official", "config_from_official", "from_pretrained", "cache_bytes", "cache_elements", "seed_everything",
 ]
 
 

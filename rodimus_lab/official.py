@@ -18,7 +18,7 @@ from .attention import window_from_official
 from .config import ModelConfig
 from .model import RodimusLM
 
-__all__ = ["OfficialConfigError", "config_from_official", "load_official", "official_state_dict"]
+__all__ = ["OfficialConfigError", "config_from_official", "config_to_official", "load_official", "official_state_dict"]
 
 
 class OfficialConfigError(ValueError):
@@ -142,6 +142,36 @@ def _attention_fields(official: dict, attn: dict) -> dict:
         max_seq_len=int(max_positions) if xpos is not None else None,
         ffn_expand=float(attn.get("ffn_expand_ratio", 4 / 3)),
     )
+
+
+def config_to_official(cfg: ModelConfig) -> dict:
+    """The inverse of :func:`config_from_official`: an official config.json (as a dict) for ``cfg``;
+    ValueError naming the field if the official code cannot express it."""
+    def need(ok: bool, field: str, why: str):
+        if not ok:
+            raise ValueError(f"ModelConfig.{field} = {getattr(cfg, field)!r} has no official equivalent: {why}")
+
+    need(cfg.has_mixer, "block", "the official code builds Rodimus and Rodimus+ only")
+    for field, value in (("gate", "ddts"), ("key_norm", True), ("short_conv", True), ("two_hop", True)):
+        need(getattr(cfg, field) == value, field, f"the official model is {field} = {value!r}")
+    need(cfg.embed_scale in (1.0, math.sqrt(cfg.mem_size)), "embed_scale", "it scales by 1 or √mem_size only")
+    official = {
+        "block_type": cfg.block, "d_model": cfg.d_model, "n_layer": cfg.n_layers, "vocab_size": cfg.vocab_size,
+        "norm_epsilon": cfg.norm_eps, "initializer_range": cfg.init_std, "tie_word_embeddings": cfg.tie_embeddings,
+        "use_scale_embedding": cfg.embed_scale != 1.0, "max_position_embeddings": cfg.max_seq_len or 2048,
+        "mixer_cfg": {"mem_size": cfg.mem_size, "expand_ratio": cfg.expand, "d_conv": cfg.conv_size,
+                      "input_gate_low_rank": "auto" if cfg.gate_rank is None else cfg.gate_rank},
+    }
+    if cfg.block == "rodimus_plus":
+        official["attn_cfg"] = {
+            "num_heads": cfg.num_heads, "num_heads_k": cfg.num_key_heads, "num_heads_v": cfg.num_value_heads,
+            # official window_size W: W // 2 earlier keys plus the query's own
+            "window_size": None if cfg.window is None else (2 * (cfg.window - 1) if cfg.window > 1 else 1),
+            "rotary_emb_dim": -1 if cfg.rope_dim is None else cfg.rope_dim, "rotary_emb_base": cfg.rope_base,
+            "rotary_emb_interleaved": cfg.rope_interleaved, "rotary_emb_scale_base": cfg.xpos_scale_base,
+            "ffn_expand_ratio": cfg.ffn_expand if cfg.ffn_expand is not None else 4 / 3,
+        }
+    return official
 
 
 def _our_name(official_name: str) -> str:

@@ -22,9 +22,10 @@ import torch
 
 from .data.text import BPETokenizer, load_bpe
 from .model import RodimusLM
-from .official import config_from_official, load_official
+from .official import config_from_official, config_to_official, load_official, official_state_dict
 
-__all__ = ["RELEASES", "PretrainedError", "from_pretrained", "load_tokenizer", "snapshot_folder", "read_weights"]
+__all__ = ["RELEASES", "PretrainedError", "from_pretrained", "load_tokenizer", "save_pretrained", "snapshot_folder",
+           "read_weights"]
 
 # The official releases on the Hugging Face hub (also on ModelScope under the same names).
 RELEASES = {
@@ -53,8 +54,10 @@ def _how_to_get(repo_id: str) -> str:
             f"{repo_id}` with older huggingface_hub), or pass the path of a folder that holds it")
 
 
-def snapshot_folder(path_or_repo_id: str | os.PathLike, *, revision: str | None = None) -> Path:
-    """The local folder of a snapshot: the path itself, or the hub repo's snapshot (cached or downloaded)."""
+def snapshot_folder(path_or_repo_id: str | os.PathLike, *, revision: str | None = None,
+                    cache_dir: str | os.PathLike | None = None) -> Path:
+    """The local folder of a snapshot: the path itself, or the hub repo's snapshot (cached or downloaded;
+    ``cache_dir``: the Hugging Face cache to use, None: its default)."""
     path = Path(path_or_repo_id).expanduser()
     if path.is_dir():
         return path
@@ -64,13 +67,14 @@ def snapshot_folder(path_or_repo_id: str | os.PathLike, *, revision: str | None 
     from huggingface_hub import snapshot_download
 
     try:   # the cache first: no network needed when the snapshot is there
-        return Path(snapshot_download(text, revision=revision, allow_patterns=_FILES, local_files_only=True))
+        return Path(snapshot_download(text, revision=revision, allow_patterns=_FILES, cache_dir=cache_dir,
+                                      local_files_only=True))
     except Exception:   # noqa: BLE001 (any miss: not cached, or cached incompletely)
         pass
     if _offline():
         raise PretrainedError(f"{text} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: {_how_to_get(text)}")
     try:
-        return Path(snapshot_download(text, revision=revision, allow_patterns=_FILES))
+        return Path(snapshot_download(text, revision=revision, allow_patterns=_FILES, cache_dir=cache_dir))
     except Exception as e:   # noqa: BLE001 (no network, unknown repo, gated repo, …: one line)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PretrainedError(f"could not download {text} ({first}): {_how_to_get(text)}") from None
@@ -122,9 +126,9 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
 
 
 def from_pretrained(path_or_repo_id: str | os.PathLike, *, revision: str | None = None,
-                    dtype: torch.dtype | None = None) -> RodimusLM:
+                    cache_dir: str | os.PathLike | None = None, dtype: torch.dtype | None = None) -> RodimusLM:
     """A released official checkpoint as a RodimusLM in eval mode (``dtype``: cast the weights; None: as stored)."""
-    folder = snapshot_folder(path_or_repo_id, revision=revision)
+    folder = snapshot_folder(path_or_repo_id, revision=revision, cache_dir=cache_dir)
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise PretrainedError(f"{config_path}: missing (the official config.json)")
@@ -143,9 +147,45 @@ def from_pretrained(path_or_repo_id: str | os.PathLike, *, revision: str | None 
     return model.eval()
 
 
-def load_tokenizer(path_or_repo_id: str | os.PathLike, *, revision: str | None = None) -> BPETokenizer:
+def load_tokenizer(path_or_repo_id: str | os.PathLike, *, revision: str | None = None,
+                   cache_dir: str | os.PathLike | None = None) -> BPETokenizer:
     """The snapshot's tokenizer.json (encode / decode / vocab_size), through the ``tokenizers`` library."""
-    path = snapshot_folder(path_or_repo_id, revision=revision) / "tokenizer.json"
+    path = snapshot_folder(path_or_repo_id, revision=revision, cache_dir=cache_dir) / "tokenizer.json"
     if not path.is_file():
         raise PretrainedError(f"{path}: missing (the snapshot's tokenizer)")
     return load_bpe(path)
+
+
+def save_pretrained(model: RodimusLM, folder: str | os.PathLike, *, shards: int = 1,
+                    tokenizer: str | os.PathLike | None = None) -> Path:
+    """Write ``model`` as a snapshot folder in the official format, which the official code and
+    :func:`from_pretrained` read: config.json, the weights (``model.safetensors``, or ``shards`` files
+    ``model-0000i-of-0000n.safetensors`` with ``model.safetensors.index.json``) and, given the path of
+    a tokenizer.json, a copy of it."""
+    from safetensors.torch import save_file
+
+    if not isinstance(shards, int) or shards < 1:
+        raise ValueError(f"shards must be an int ≥ 1, got {shards!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    official = config_to_official(model.config)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in official_state_dict(model).items()}
+    if model.config.tie_embeddings:   # one tensor under two names: the official code ties lm_head itself
+        tensors.pop("lm_head.weight")
+    (folder / "config.json").write_text(json.dumps(official, indent=2) + "\n")
+    if shards == 1:
+        save_file(tensors, str(folder / "model.safetensors"))
+    else:   # consecutive tensors, about the same number of bytes per shard
+        total = sum(t.numel() * t.element_size() for t in tensors.values())
+        names, seen, weight_map = list(tensors), 0, {}
+        for name in names:
+            shard = min(shards - 1, seen * shards // total)
+            weight_map[name] = f"model-{shard + 1:05d}-of-{shards:05d}.safetensors"
+            seen += tensors[name].numel() * tensors[name].element_size()
+        for file in sorted(set(weight_map.values())):
+            save_file({n: tensors[n] for n in names if weight_map[n] == file}, str(folder / file))
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    if tokenizer is not None:
+        (folder / "tokenizer.json").write_bytes(Path(tokenizer).read_bytes())
+    return folder
