@@ -55,9 +55,9 @@ def _how_to_get(repo_id: str) -> str:
 
 
 def snapshot_folder(path_or_repo_id: str | os.PathLike, *, revision: str | None = None,
-                    cache_dir: str | os.PathLike | None = None) -> Path:
-    """The local folder of a snapshot: the path itself, or the hub repo's snapshot (cached or downloaded;
-    ``cache_dir``: the Hugging Face cache to use, None: its default)."""
+                    cache_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """The local folder of a snapshot: the path itself, or the hub repo's snapshot, from the Hugging Face
+    cache (``cache_dir``; None: its default) or else downloaded (``download=False``: an error instead)."""
     path = Path(path_or_repo_id).expanduser()
     if path.is_dir():
         return path
@@ -71,8 +71,9 @@ def snapshot_folder(path_or_repo_id: str | os.PathLike, *, revision: str | None 
                                       local_files_only=True))
     except Exception:   # noqa: BLE001 (any miss: not cached, or cached incompletely)
         pass
-    if _offline():
-        raise PretrainedError(f"{text} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: {_how_to_get(text)}")
+    if _offline() or not download:
+        why = "HF_HUB_OFFLINE is set" if _offline() else "download=False"
+        raise PretrainedError(f"{text} is not in the Hugging Face cache and {why}: {_how_to_get(text)}")
     try:
         return Path(snapshot_download(text, revision=revision, allow_patterns=_FILES, cache_dir=cache_dir))
     except Exception as e:   # noqa: BLE001 (no network, unknown repo, gated repo, …: one line)
