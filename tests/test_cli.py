@@ -264,3 +264,13 @@ def test_help_lists_every_enumerated_field(capsys):
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(ValueError, match="ModelConfig.d_model = 0"):
         main(["train", *TINY_MQAR, "--d-model", "0", "--out", str(tmp_path / "run"), "--debug"])
+
+
+def test_bench_decode_writes_under_runs_and_keeps_the_profiler_quiet(tmp_path, capfd, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["bench", "decode", "--device", "cpu", "--d-model", "32", "--vocab-size", "64", "--contexts", "8",
+                 "--steps", "1", "--warmup", "1", "--models", "rodimus"])
+    out, err = capfd.readouterr()                           # file descriptors: the profiler's C++ logging too
+    assert code == 0 and "results written to runs/bench/decode.json" in out
+    assert json.loads((tmp_path / "runs" / "bench" / "decode.json").read_text())["rows"][0]["context"] == 8
+    assert "USDT" not in out + err and not (tmp_path / "docs").exists()

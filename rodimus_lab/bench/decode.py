@@ -96,6 +96,22 @@ def synthetic_state(model: RodimusLM, context_len: int, batch_size: int = 1) -> 
 
 # ------------------------------------------------------------------------- memory
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """The profiler's C++ side (kineto) logs "USDT: … profiler_start/stop" to file descriptor 2 at every
+    start and stop, whatever its log level: point fd 2 at /dev/null meanwhile (Python's sys.stderr is
+    untouched, so an exception is still reported once fd 2 is back)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _allocated(fn, device: torch.device):
     """Run fn() → (its result, bytes it left allocated, peak bytes allocated meanwhile).
 
@@ -110,7 +126,7 @@ def _allocated(fn, device: torch.device):
         result = fn()
         torch.cuda.synchronize()
         return result, torch.cuda.memory_allocated() - base, torch.cuda.max_memory_allocated() - base
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         result = fn()
     level, peak = 0, 0
     for event in sorted(prof.events(), key=lambda e: e.time_range.start):
@@ -362,7 +378,8 @@ def main(argv=None) -> dict:
                         help="also time a CUDA graph of each model's step (GPU only)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (torch.set_num_threads); 1 avoids thread contention on a shared machine")
-    parser.add_argument("--out", default="docs/results/decode.json", help="results file (JSON)")
+    parser.add_argument("--out", default="runs/bench/decode.json",
+                        help="results file (JSON; default %(default)s; the documented results live in docs/results/)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
