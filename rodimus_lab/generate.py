@@ -5,25 +5,26 @@
              callback=None) -> LongTensor [B, T + new] | list of LongTensor [T_i + new]
     sample(logits [B, V], temperature=1.0, top_k=None, top_p=None, generator=None) -> LongTensor [B]
 
-``prefill`` runs the prompt through the chunkwise DDTS and the parallel attention and hands back
-what token-by-token stepping would have built: each layer's final DDTS state, the last
-``conv_size − 1`` short-conv inputs and the last ``window`` keys/values (all of them without a
-window), in the same ring slots. Decoding from it computes the same function as stepping the prompt
-from ``model.init_state`` (tests/test_generate.py checks both, logits and state).
+``prefill`` is the model's forward over the prompt with a fresh state (``RodimusLM.forward(ids,
+state=...)``): the chunkwise DDTS (the fused kernel on GPU) hands over its final state, the short conv
+its last inputs, attention its last ``window`` keys/values in the ring slots a step would have used.
+Decoding from it computes the same function as stepping the prompt from ``model.init_state``
+(tests/test_generate.py checks both, logits and state).
 
 The same loop serves Rodimus, Rodimus+ and the Transformer++ (whose state is its KV cache), so the
-three are compared on equal terms.
+three are compared on equal terms. Only the model's public methods are used (``check_ids``,
+``init_state``, ``forward``, ``step``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 
-from . import ddts as ddts_ref
-from .model import DecodeState, RodimusLM, _up
+if TYPE_CHECKING:   # annotations only: the model imports this module (RodimusLM.generate)
+    from .model import DecodeState, RodimusLM
 
 __all__ = ["prefill", "generate", "sample"]
 
@@ -35,53 +36,9 @@ Callback = Callable[[torch.Tensor], "bool | None"]
 @torch.no_grad()
 def prefill(model: RodimusLM, input_ids: torch.Tensor) -> tuple[torch.Tensor, DecodeState]:
     """Full forward over ``input_ids`` [B, T] (T ≥ 1) → (logits [B, T, V], the state after T tokens)."""
-    model._check_ids(input_ids, "input_ids")
-    if input_ids.shape[1] == 0:
-        raise ValueError("input_ids has no tokens (shape [B, 0]): prefill needs a prompt of at least one token")
-    c = model.config
+    model.check_ids(input_ids, "input_ids")
     state = model.init_state(input_ids.shape[0])
-    x = _up(model.embeddings(input_ids))
-    for layer, s in zip(model.layers, state.layers):
-        mixer = (lambda h: _prefill_mixer(layer.mixer, h, s["mixer"])) if c.has_mixer else None
-        attn = (lambda h: _prefill_attention(layer.attn, h, s["attn"])) if c.has_attention else None
-        x = layer._run(x, mixer, attn)
-    state.position = input_ids.shape[1]
-    return model.lm_head(model.norm_f(x)), state
-
-
-def _prefill_mixer(mixer, h, state: dict):
-    """RodimusMixer.forward (reference chunkwise path) that also keeps the final DDTS state and conv tail."""
-    x_, z = mixer.fc(h).chunk(2, dim=-1)
-    if mixer.short_conv is not None:
-        xc = mixer.short_conv(x_)
-        state["conv"] = _last_inputs(x_, mixer.short_conv.size - 1).to(state["conv"].dtype)
-    else:
-        xc = F.silu(x_)
-    q, k, v, log_alpha = (t.unsqueeze(2) for t in mixer._features(x_, xc))   # one head: [B, T, 1, ·]
-    o, state["ddts"] = ddts_ref.ddts_chunkwise(q, k, v, log_alpha, chunk_size=mixer.config.chunk_size,
-                                               output_final_state=True)
-    return mixer._output(o.squeeze(2), xc, z)
-
-
-def _last_inputs(x, count: int):
-    """The last ``count`` rows of x [B, T, m] as a conv buffer [B, m, count], zeros before the first token."""
-    padded = F.pad(x.transpose(1, 2), (count, 0))
-    return padded.narrow(-1, padded.shape[-1] - count, count)
-
-
-def _prefill_attention(attn, h, state: dict):
-    """Attention.forward plus the KV cache: every key (no window) or the last ``window`` in ring slots."""
-    c = attn.config
-    _, k, v = attn._qkv(h, 0)
-    T = k.shape[1]
-    if c.window is None:
-        state["k"], state["v"] = k.to(state["k"].dtype), v.to(state["v"].dtype)
-    else:
-        kept = min(T, c.window)
-        slots = torch.arange(T - kept, T, device=k.device) % c.window   # the slot step() writes position p to
-        state["k"][:, slots] = k[:, T - kept:].to(state["k"].dtype)
-        state["v"][:, slots] = v[:, T - kept:].to(state["v"].dtype)
-    return attn(h)
+    return model(input_ids, state=state, check_inputs=False).logits, state
 
 
 # ------------------------------------------------------------------------ sampling
@@ -142,7 +99,7 @@ def generate(model: RodimusLM, input_ids, max_new_tokens: int, temperature: floa
     prompts, ragged = _as_prompts(input_ids)
     _check_request(model, prompts, max_new_tokens, callback)
     for prompt in prompts:
-        model._check_ids(prompt[None], "input_ids")   # integer ids inside the vocabulary
+        model.check_ids(prompt[None], "input_ids")   # integer ids inside the vocabulary
     _check_sampling(temperature, top_k, top_p)
     device = model.embeddings.weight.device
     generator = None

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from . import attention as attn_ref
 from . import ddts as ddts_ref
+from . import generate as generation
 from .config import ModelConfig
 
 __all__ = ["RodimusLM", "LMOutput", "DecodeState", "RMSNorm", "RodimusMixer", "Attention", "SwiGLU", "Tap"]
@@ -65,15 +66,22 @@ class ShortConv(nn.Module):
         self.size = size
         self.conv1d = nn.Conv1d(dim, dim, size, groups=dim, padding=size - 1, bias=True)
 
-    def forward(self, x):  # [B, T, m]
-        T = x.shape[1]
-        return F.silu(self.conv1d(x.transpose(1, 2))[..., :T].transpose(1, 2))
+    def forward(self, x, buffer=None):
+        """x [B, T, m] → SiLU(conv) [B, T, m]; each output sees its input and the size − 1 before it.
 
-    def step(self, x, buffer):
-        """x [B, m], buffer [B, m, size−1] holding the previous inputs → (y [B, m], new buffer)."""
-        window = torch.cat([buffer, x.unsqueeze(-1)], dim=-1)
-        y = (window * self.conv1d.weight[:, 0, :]).sum(-1) + self.conv1d.bias
-        return F.silu(y), window[..., 1:]
+        ``buffer`` [B, m, size − 1]: the inputs just before x, oldest first (zeros at the start of a
+        sequence); it is overwritten IN PLACE with the last size − 1 inputs seen, ready for the next
+        call. None: x starts the sequence.
+        """
+        history = x.transpose(1, 2)                                          # [B, m, T]
+        before = self.size - 1
+        if buffer is None:
+            history = F.pad(history, (before, 0))
+        else:
+            history = torch.cat([buffer.to(history.dtype), history], dim=-1)
+            buffer.copy_(history[..., history.shape[-1] - before:])
+        y = F.conv1d(history, self.conv1d.weight, self.conv1d.bias, groups=history.shape[1])
+        return F.silu(y.transpose(1, 2))
 
 
 # ------------------------------------------------------------------------ backends
@@ -128,64 +136,66 @@ class RodimusMixer(nn.Module):
         with torch.autocast(xc.device.type, enabled=False):
             return F.linear(_up(xc), _up(self.mem_gate_proj.weight), _up(self.mem_gate_proj.bias))
 
-    def _features(self, x_, xc):
-        """Everything DDTS needs from x' (pre-conv) and x̃ (post-conv), per token."""
-        c = self.config
-        q, k = self.in_proj(xc).chunk(2, dim=-1)
-        gate = ddts_ref.gates(c.gate, self.gate_logits(xc), c.mem_size)
-        self.gate_tap(gate._asdict())
-        return q, ddts_ref.effective_key(k, gate.alpha_hat, normalize=c.key_norm), self._value(x_), gate.log_alpha
-
-    def _kernel_inputs(self, x_, xc):
-        """(q, k, v, g_logits, tau_logits) for the fused kernels: k raw, logits in fp32."""
-        q, k = self.in_proj(xc).chunk(2, dim=-1)
-        return (q, k, self._value(x_), *self.gate_logits(xc).chunk(2, dim=-1))
-
     def _value(self, x_):
         """v = β̂ ⊙ x' with the low-rank value gate β̂ (the value is the pre-conv branch)."""
         return torch.sigmoid(self.ch_gate_proj(x_)) * x_
 
-    def forward(self, x):  # x: RMS-normed [B, T, d]
-        c = self.config
-        x_, z = self.fc(x).chunk(2, dim=-1)
-        xc = self.short_conv(x_) if self.short_conv is not None else F.silu(x_)
-        fusable = c.gate == "ddts" and c.key_norm and not (self.gate_tap.active or self.ddts_tap.active)
-        if fusable and _use_triton(c.backend, x):
-            # The kernel computes the gates and the key normalisation itself.
-            o, _ = _kernel("ddts")(*(t.unsqueeze(2) for t in self._kernel_inputs(x_, xc)))
-            return self._output(o.squeeze(2), xc, z)
-        q, k, v, log_alpha = self._features(x_, xc)
-        q, k, v, log_alpha = (t.unsqueeze(2) for t in (q, k, v, log_alpha))   # one head: [B, T, 1, ·]
-        self.ddts_tap(dict(q=q, k=k, v=v, log_alpha=log_alpha))
-        o, _ = ddts_ref.ddts_chunkwise(q, k, v, log_alpha, chunk_size=c.chunk_size)
-        return self._output(o.squeeze(2), xc, z)
+    def forward(self, x, state: dict | None = None):
+        """x: RMS-normed [B, T, d] → [B, T, d].
 
-    def _output(self, o, xc, z):
+        ``state`` (from :meth:`init_state`): x continues the sequence that left this state, and the
+        state is updated IN PLACE to the one after x (decoding: T = 1; prefill: the prompt). None: x is
+        a whole sequence from the zero state and nothing is kept (training).
+        """
+        x_, z = self.fc(x).chunk(2, dim=-1)
+        if self.short_conv is not None:
+            xc = self.short_conv(x_, None if state is None else state["conv"])
+        else:
+            xc = F.silu(x_)
+        o = self._ddts(xc, self._value(x_), None if state is None else state["ddts"])
         o = _up(o) + self.residual_weight * _up(xc)
         return self.out_proj(self.act_norm(o * F.silu(_up(z))).to(z.dtype))
 
-    # -- decoding
-    def init_state(self, batch_size: int, device, dtype=torch.float32) -> dict:
+    def _ddts(self, xc, v, S):
+        """DDTS over the tokens of xc [B, T, m] with values v, one head; S [B, 1, n, m] (or None) is
+        the state before the first token and is overwritten with the state after the last."""
         c = self.config
-        state = {"ddts": torch.zeros(batch_size, 1, c.mem_size, c.d_inner, device=device, dtype=torch.float32)}
+        q, k = self.in_proj(xc).chunk(2, dim=-1)
+        logits = self.gate_logits(xc)
+        decode = S is not None and xc.shape[1] == 1   # [B, 1, ·] read as one token of one head, [B, H=1, ·]
+        if c.gate == "ddts" and c.key_norm and not (self.gate_tap.active or self.ddts_tap.active) \
+                and _use_triton(c.backend, xc):
+            # The kernels compute the gates and the key normalisation themselves.
+            g_logits, tau_logits = logits.chunk(2, dim=-1)
+            if decode:   # the one-token kernel updates S in place
+                return _kernel("ddts_step")(q, k, v, g_logits, tau_logits, S)[0]
+            o, final = _kernel("ddts")(*(t.unsqueeze(2) for t in (q, k, v, g_logits, tau_logits)),
+                                       initial_state=S, output_final_state=S is not None)
+        else:
+            gate = ddts_ref.gates(c.gate, logits, c.mem_size)
+            self.gate_tap(gate._asdict())
+            k = ddts_ref.effective_key(k, gate.alpha_hat, normalize=c.key_norm)
+            if decode:   # log α ≤ 0 by construction: skip the check, a host sync that CUDA graphs forbid
+                o, final = ddts_ref.ddts_step(q, k, v, gate.log_alpha, S, check_inputs=False)
+                S.copy_(final)
+                return o
+            q, k, v, log_alpha = (t.unsqueeze(2) for t in (q, k, v, gate.log_alpha))   # one head: [B, T, 1, ·]
+            self.ddts_tap(dict(q=q, k=k, v=v, log_alpha=log_alpha))
+            o, final = ddts_ref.ddts_chunkwise(q, k, v, log_alpha, chunk_size=c.chunk_size, initial_state=S,
+                                               output_final_state=S is not None, check_inputs=False)
+        if S is not None:
+            S.copy_(final)   # in place: the state's storage stays (CUDA graphs replay on it)
+        return o.squeeze(2)
+
+    def init_state(self, batch_size: int, device, dtype=torch.float32) -> dict:
+        """The zero state: DDTS [B, 1, n, m] in float32 (float64 for a float64 model) and the short
+        conv's input buffer [B, m, conv_size − 1] in ``dtype``."""
+        c = self.config
+        state = {"ddts": torch.zeros(batch_size, 1, c.mem_size, c.d_inner, device=device,
+                                     dtype=torch.promote_types(dtype, torch.float32))}
         if self.short_conv is not None:
             state["conv"] = torch.zeros(batch_size, c.d_inner, c.conv_size - 1, device=device, dtype=dtype)
         return state
-
-    def step(self, x, state: dict):  # x: RMS-normed [B, d]
-        x_, z = self.fc(x).chunk(2, dim=-1)
-        if self.short_conv is not None:
-            xc, state["conv"] = self.short_conv.step(x_, state["conv"])
-        else:
-            xc = F.silu(x_)
-        c = self.config
-        if c.gate == "ddts" and c.key_norm and not self.gate_tap.active and _use_triton(c.backend, x):
-            # Fused gates + key norm; the fp32 state is updated in place.
-            o, _ = _kernel("ddts_step")(*(t.unsqueeze(1) for t in self._kernel_inputs(x_, xc)), state["ddts"])
-            return self._output(o.squeeze(1), xc, z)
-        q, k, v, log_alpha = (t.unsqueeze(1) for t in self._features(x_, xc))   # [B, 1, ·]
-        o, state["ddts"] = ddts_ref.ddts_step(q, k, v, log_alpha, state["ddts"])
-        return self._output(o.squeeze(1), xc, z)
 
 
 # ---------------------------------------------------------------------- attention
@@ -211,17 +221,76 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, T, c.num_value_heads, c.head_dim)
         return attn_ref.rope(q, offset=offset, base=c.rope_base), attn_ref.rope(k, offset=offset, base=c.rope_base), v
 
-    def forward(self, x):
+    def forward(self, x, state: dict | None = None, position: int = 0):
+        """x: RMS-normed [B, T, d] → [B, T, d].
+
+        ``state`` (from :meth:`init_state`): the cache of the ``position`` tokens before x; x's keys and
+        values are added to it IN PLACE (ring slots with a window; without one the growing cache is
+        replaced by the longer tensor). None: x is a whole sequence from position 0 and nothing is kept.
+        The position is a Python int: RoPE offsets and ring slots are fixed when a CUDA graph is captured.
+        """
+        B, T, _ = x.shape
+        q, k, v = self._qkv(x, position)
+        if state is None:
+            o = self._attend(q, k, v)
+        elif T == 1:
+            o = self._decode(q, k, v, state, position)
+        else:
+            o = self._extend(q, k, v, state, position)
+        return self.out_proj(o.reshape(B, T, -1))
+
+    def _attend(self, q, k, v):
+        """Causal (windowed) attention of a sequence on its own keys: SW-SKA's kernel where it applies."""
         c = self.config
-        q, k, v = self._qkv(x, 0)
         if self.weights_tap.active:
             o, weights = attn_ref.attention(q, k, v, window=c.window, return_weights=True)
             self.weights_tap(weights)
-        elif c.layout == "ska" and _use_triton(c.backend, x):
-            o = _kernel("sw_ska")(q, k, v, window=c.window if c.window is not None else x.shape[1])
+            return o
+        if c.layout == "ska" and _use_triton(c.backend, q):
+            return _kernel("sw_ska")(q, k, v, window=c.window if c.window is not None else q.shape[1])
+        return attn_ref.attention(q, k, v, window=c.window)
+
+    def _decode(self, q, k, v, state: dict, position: int):
+        """One token: its key and value into the cache, then attention over every valid slot (their
+        order does not matter: every cached key is within the window): the one-token kernel on SKA."""
+        c = self.config
+        if c.window is None:
+            state["k"] = torch.cat([state["k"], k.to(state["k"].dtype)], dim=1)
+            state["v"] = torch.cat([state["v"], v.to(state["v"].dtype)], dim=1)
+            seen = state["k"].shape[1]
         else:
-            o = attn_ref.attention(q, k, v, window=c.window)
-        return self.out_proj(o.reshape(*x.shape[:2], -1))
+            slot = position % c.window
+            state["k"][:, slot] = k[:, 0]
+            state["v"][:, slot] = v[:, 0]
+            seen = min(position + 1, c.window)
+        if c.layout == "ska" and _use_triton(c.backend, q):
+            return _kernel("sw_ska_decode")(q, state["k"], state["v"], length=seen)
+        return attn_ref.attention(q, state["k"][:, :seen], state["v"][:, :seen], causal=False)
+
+    def _extend(self, q, k, v, state: dict, position: int):
+        """T > 1 tokens after ``position`` cached ones (a prompt, or the next piece of one): attention
+        over the cached keys still in reach and the new ones, then the new keys into the cache."""
+        c = self.config
+        T = q.shape[1]
+        if c.window is None:
+            keys = torch.cat([state["k"], k.to(state["k"].dtype)], dim=1)
+            values = torch.cat([state["v"], v.to(state["v"].dtype)], dim=1)
+            state["k"], state["v"] = keys, values
+            return self._attend(q, k, v) if position == 0 else attn_ref.attention(q, keys.to(k.dtype), values.to(v.dtype))
+        W = c.window
+        reach = min(position, W - 1)            # cached keys the first new query still sees
+        if reach:
+            cached = torch.arange(position - reach, position, device=q.device) % W   # oldest first
+            keys = torch.cat([state["k"][:, cached].to(k.dtype), k], dim=1)
+            values = torch.cat([state["v"][:, cached].to(v.dtype), v], dim=1)
+            o = attn_ref.attention(q, keys, values, window=W)
+        else:
+            o = self._attend(q, k, v)
+        kept = min(T, W)                        # the ring keeps the last W positions
+        slots = torch.arange(position + T - kept, position + T, device=q.device) % W
+        state["k"][:, slots] = k[:, T - kept:].to(state["k"].dtype)
+        state["v"][:, slots] = v[:, T - kept:].to(state["v"].dtype)
+        return o
 
     def init_state(self, batch_size: int, device, dtype=torch.float32) -> dict:
         """A ring buffer of the last ``window`` keys and values (a growing cache if no window)."""
@@ -231,24 +300,6 @@ class Attention(nn.Module):
             "k": torch.zeros(batch_size, slots, c.num_key_heads, c.head_dim, device=device, dtype=dtype),
             "v": torch.zeros(batch_size, slots, c.num_value_heads, c.head_dim, device=device, dtype=dtype),
         }
-
-    def step(self, x, state: dict, position: int):  # x: [B, d]
-        c = self.config
-        q, k, v = self._qkv(x.unsqueeze(1), position)
-        if c.window is None:
-            state["k"] = torch.cat([state["k"], k.to(state["k"].dtype)], dim=1)
-            state["v"] = torch.cat([state["v"], v.to(state["v"].dtype)], dim=1)
-            seen = state["k"].shape[1]
-        else:  # every cached key is within the window, so slot order does not matter
-            slot = position % c.window
-            state["k"][:, slot] = k[:, 0]
-            state["v"][:, slot] = v[:, 0]
-            seen = min(position + 1, c.window)
-        if c.layout == "ska" and _use_triton(c.backend, x):
-            o = _kernel("sw_ska_decode")(q, state["k"], state["v"], length=seen)
-        else:
-            o = attn_ref.attention(q, state["k"][:, :seen], state["v"][:, :seen], causal=False)
-        return self.out_proj(o.reshape(x.shape[0], -1))
 
 
 class SwiGLU(nn.Module):
@@ -281,27 +332,19 @@ class Layer(nn.Module):
             self.ffn_norm = RMSNorm(c.d_model, c.norm_eps)
             self.ffn = SwiGLU(c)
 
-    def forward(self, x):
-        return self._run(x, self.mixer if self.config.has_mixer else None,
-                         self.attn if self.config.has_attention else None)
-
-    def _run(self, x, mixer, attn):
-        """The residual wiring; ``mixer`` / ``attn`` are callables on normed inputs."""
+    def forward(self, x, state: dict | None = None, position: int = 0):
+        """The residual wiring. ``state``: this layer's part of a DecodeState, updated in place;
+        ``position``: of x's first token (see RodimusLM.forward)."""
         c = self.config
-        if mixer is not None:
-            x = x + mixer(self.mixer_norm(x))
-        if attn is None:
+        if c.has_mixer:
+            x = x + self.mixer(self.mixer_norm(x), None if state is None else state["mixer"])
+        if not c.has_attention:
             return x
-        a = attn(self.attn_norm(x))
+        a = self.attn(self.attn_norm(x), None if state is None else state["attn"], position)
         if c.block == "rodimus_plus" and c.two_hop:
             return x + self.ffn(self.ffn_norm(x + a))   # attention reaches the stream via the FFN
         x = x + a
         return x + self.ffn(self.ffn_norm(x))
-
-    def step(self, x, state: dict, position: int):
-        mixer = (lambda h: self.mixer.step(h, state["mixer"])) if self.config.has_mixer else None
-        attn = (lambda h: self.attn.step(h, state["attn"], position)) if self.config.has_attention else None
-        return self._run(x, mixer, attn)
 
 
 # -------------------------------------------------------------------------- model
@@ -310,6 +353,7 @@ class Layer(nn.Module):
 class LMOutput:
     logits: torch.Tensor                 # [B, T, V]
     loss: torch.Tensor | None = None     # mean cross-entropy over labels ≠ −100
+    state: DecodeState | None = None     # the state given to forward, now after these tokens
 
 
 @dataclass
@@ -321,6 +365,12 @@ class DecodeState:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for layer in self.layers for part in layer.values()
                    for t in part.values())
+
+    def clone(self) -> DecodeState:
+        """An independent copy (every tensor cloned)."""
+        layers = [{part: {name: t.clone() for name, t in tensors.items()} for part, tensors in layer.items()}
+                  for layer in self.layers]
+        return DecodeState(layers=layers, position=self.position)
 
 
 class RodimusLM(nn.Module):
@@ -357,33 +407,61 @@ class RodimusLM(nn.Module):
             if name.endswith("out_proj.weight"):
                 p /= math.sqrt(c.residuals_per_layer * c.n_layers)
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> LMOutput:
-        self._check_ids(input_ids, "input_ids")
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
+                state: DecodeState | None = None, *, check_inputs: bool = True) -> LMOutput:
+        """Logits [B, T, V] of ``input_ids`` [B, T] (T ≥ 1), and with ``labels`` [B, T] the mean
+        cross-entropy over labels ≠ −100.
+
+        ``state`` (from :meth:`init_state`, or left by an earlier call): the ids continue those
+        sequences at ``state.position``; the state is updated in place to include them and comes back
+        as ``.state``. Prefill is this forward over a prompt, a decoding step is it at T = 1 (:meth:`step`).
+        ``check_inputs=False`` skips the check that the ids are inside the vocabulary, which reads them
+        on the host (a device sync, which CUDA-graph capture forbids); types and shapes are always checked.
+        """
+        self.check_ids(input_ids, "input_ids", values=check_inputs)
+        position = 0 if state is None else self._check_state(state, input_ids.shape[0])
+        T = input_ids.shape[1]
+        limit = self.config.max_seq_len
+        if limit is not None and position + T > limit:
+            raise ValueError(f"sequence length {position + T} exceeds ModelConfig.max_seq_len = {limit}")
         x = _up(self.embeddings(input_ids))   # the residual stream stays in (at least) float32
-        for layer in self.layers:
-            x = layer(x)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, None if state is None else state.layers[i], position)
+        if state is not None:
+            state.position += T
         logits = self.lm_head(self.norm_f(x))
         loss = None
         if labels is not None:
             if labels.shape != input_ids.shape:
                 raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(labels.shape)}")
             loss = F.cross_entropy(_up(logits).flatten(0, 1), labels.flatten(), ignore_index=-100)
-        return LMOutput(logits=logits, loss=loss)
+        return LMOutput(logits=logits, loss=loss, state=state)
 
-    def _check_ids(self, ids, name):
+    def check_ids(self, ids, name: str = "input_ids", *, values: bool = True) -> None:
+        """Refuse what the model cannot read: ``input_ids`` must be an integer tensor [B, T] with B, T ≥ 1
+        (``token``: [B]); ``values`` also checks that every id is in [0, vocab_size) (a device sync)."""
         if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"{name} must be an integer (Long) tensor of token ids, got "
                             f"{type(ids).__name__ if not isinstance(ids, torch.Tensor) else ids.dtype}")
-        if ids.dim() != (2 if name == "input_ids" else 1):
-            expected = "[B, T]" if name == "input_ids" else "[B]"
-            raise ValueError(f"{name} must be {expected}, got shape {tuple(ids.shape)}")
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.config.vocab_size):
+        dims, expected = (2, "[B, T]") if name == "input_ids" else (1, "[B]")
+        if ids.dim() != dims or ids.numel() == 0:
+            raise ValueError(f"{name} must be {expected} with every dim ≥ 1 (a batch of token ids), "
+                             f"got shape {tuple(ids.shape)}")
+        if values and (int(ids.min()) < 0 or int(ids.max()) >= self.config.vocab_size):
             raise ValueError(f"{name} holds ids outside [0, vocab_size={self.config.vocab_size})")
-        if name == "input_ids" and self.config.max_seq_len is not None and ids.shape[1] > self.config.max_seq_len:
-            raise ValueError(f"sequence length {ids.shape[1]} exceeds ModelConfig.max_seq_len = {self.config.max_seq_len}")
+
+    def _check_state(self, state: DecodeState, batch_size: int) -> int:
+        """The state's position, once it is known to fit this model and batch."""
+        if not isinstance(state, DecodeState) or len(state.layers) != len(self.layers):
+            raise ValueError(f"state must be this model's DecodeState ({len(self.layers)} layers): use model.init_state()")
+        held = next(t.shape[0] for part in state.layers[0].values() for t in part.values())
+        if held != batch_size:
+            raise ValueError(f"state holds {held} sequences, input_ids {batch_size}: use model.init_state({batch_size})")
+        return state.position
 
     # -- incremental decoding
     def init_state(self, batch_size: int) -> DecodeState:
+        """The state before the first token of ``batch_size`` sequences (see :meth:`forward`)."""
         p = self.embeddings.weight
         layers = []
         for layer in self.layers:
@@ -396,15 +474,9 @@ class RodimusLM(nn.Module):
         return DecodeState(layers=layers)
 
     def step(self, token: torch.Tensor, state: DecodeState):
-        """Feed one token per sequence (token [B]); returns (logits [B, V], state)."""
-        self._check_ids(token, "token")
-        if len(state.layers) != len(self.layers):
-            raise ValueError(f"state has {len(state.layers)} layers, the model {len(self.layers)}: use model.init_state()")
-        x = _up(self.embeddings(token))
-        for layer, s in zip(self.layers, state.layers):
-            x = layer.step(x, s, state.position)
-        state.position += 1
-        return self.lm_head(self.norm_f(x)), state
+        """Feed one token per sequence (token [B]): :meth:`forward` at T = 1. Returns (logits [B, V], state)."""
+        self.check_ids(token, "token")
+        return self(token[:, None], state=state, check_inputs=False).logits[:, 0], state
 
     def generate(self, input_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None, callback=None):
         """Sample ``max_new_tokens`` tokens after each prompt from the recurrent state (or KV cache).
@@ -412,10 +484,8 @@ class RodimusLM(nn.Module):
         See :func:`rodimus_lab.generate.generate` for the arguments, batches of different prompt
         lengths and the streaming callback.
         """
-        from .generate import generate   # generate.py builds on this module
-
-        return generate(self, input_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                        seed=seed, callback=callback)
+        return generation.generate(self, input_ids, max_new_tokens, temperature=temperature, top_k=top_k,
+                                   top_p=top_p, seed=seed, callback=callback)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())

@@ -84,24 +84,27 @@ def test_bad_arguments():
 
 @pytest.mark.parametrize("block, window", [("rodimus", None), ("rodimus_plus", 4), ("transformer", 16)])
 def test_the_step_captured_in_a_cuda_graph_computes_the_model_step(block, window):
-    """What _graph_step captures (in-place state, no host-side check), run eagerly on CPU: each call is
-    the model's step at the state's position (a ring slot written in place for the attention models)."""
+    """What _graph_step captures (the public forward at T = 1 without the host-side id check), run eagerly
+    on CPU: each call is the model's step at the state's position, and it writes the state in place (the
+    tensors a graph replays on; a ring slot for the attention models)."""
     from rodimus_lab import ModelConfig, RodimusLM
-    from rodimus_lab.bench.decode import _clone, _in_place_step, _unchecked_ddts_step, synthetic_state
+    from rodimus_lab.bench.decode import _step_at, synthetic_state
 
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=64, d_model=32, n_layers=2, mem_size=8, block=block, window=window)
     model = RodimusLM(config)   # float32, as benched
     state = synthetic_state(model, 10)
-    reference = _clone(state)
+    storages = [t.data_ptr() for layer in state.layers for part in layer.values() for t in part.values()]
+    reference = state.clone()
     token = torch.tensor([5])
-    body = _in_place_step(model, state, token)
-    with torch.no_grad(), _unchecked_ddts_step():
+    body = _step_at(model, state, token)
+    with torch.no_grad():
         for t in (5, 9, 17):
             token.fill_(t)
             reference.position = state.position   # a replay decodes at the captured position again
             torch.testing.assert_close(body(), model.step(torch.tensor([t]), reference)[0])
     assert state.position == 10
+    assert storages == [t.data_ptr() for layer in state.layers for part in layer.values() for t in part.values()]
     for layer, expected in zip(state.layers, reference.layers):
         for part, tensors in layer.items():
             for name, tensor in tensors.items():

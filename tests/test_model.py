@@ -159,6 +159,41 @@ def test_step_by_step_equals_forward(block, kw):
     assert state.position == 12
 
 
+@pytest.mark.parametrize("block,kw", DECODE_CASES)
+def test_forward_in_pieces_with_state_equals_one_forward(block, kw):
+    """One stateful forward: prefill, a T = 1 step and further pieces (longer than the window too)
+    continue the sequence exactly; the state comes back in the output and its position counts."""
+    torch.manual_seed(3)
+    model = randomize(RodimusLM(tiny(block, **kw)).double())
+    ids = torch.randint(0, 61, (2, 17))
+    full = model(ids).logits
+    state = model.init_state(2)
+    pieces = []
+    for start, end in [(0, 5), (5, 6), (6, 13), (13, 14), (14, 17)]:
+        out = model(ids[:, start:end], state=state)
+        assert out.state is state and state.position == end
+        pieces.append(out.logits)
+    assert rel_err(torch.cat(pieces, dim=1), full) <= 1e-10
+    assert model(ids).state is None
+
+
+def test_forward_refuses_empty_or_misshapen_ids_and_foreign_states():
+    model = RodimusLM(tiny())
+    for ids in (torch.zeros(1, 0, dtype=torch.long), torch.zeros(0, 3, dtype=torch.long), torch.tensor([1, 2]),
+                torch.zeros(1, 2, 3, dtype=torch.long)):
+        with pytest.raises(ValueError, match=r"input_ids must be \[B, T\] with every dim ≥ 1"):
+            model(ids)
+    with pytest.raises(ValueError, match=r"state holds 1 sequences, input_ids 2: use model.init_state\(2\)"):
+        model(torch.ones(2, 3, dtype=torch.long), state=model.init_state(1))
+    with pytest.raises(ValueError, match="state must be this model's DecodeState"):
+        model(torch.ones(1, 3, dtype=torch.long), state=RodimusLM(tiny(n_layers=1)).init_state(1))
+    limited = RodimusLM(tiny(max_seq_len=4))
+    state = limited.init_state(1)
+    limited(torch.ones(1, 3, dtype=torch.long), state=state)
+    with pytest.raises(ValueError, match="sequence length 5 exceeds ModelConfig.max_seq_len = 4"):
+        limited(torch.ones(1, 2, dtype=torch.long), state=state)
+
+
 @pytest.mark.parametrize("gate", list(GATES))
 def test_every_ablation_runs_and_decodes(gate):
     torch.manual_seed(4)

@@ -115,11 +115,11 @@ PLANTED = {
     "mixer without the skip d ⊙ x̃": ("05_rodimus_plus", "# check: the module computes exactly these six lines", """
         from rodimus_lab.model import RodimusMixer
         _forward = RodimusMixer.forward
-        def forward(self, x):
+        def forward(self, x, *args, **kwargs):
             saved = self.residual_weight.data.clone()
             self.residual_weight.data.zero_()                            # planted: the skip is left out
             try:
-                return _forward(self, x)
+                return _forward(self, x, *args, **kwargs)
             finally:
                 self.residual_weight.data.copy_(saved)
         RodimusMixer.forward = forward
@@ -127,10 +127,10 @@ PLANTED = {
     "Rodimus+ layer wired one-hop": ("05_rodimus_plus", "# check: the layer computes the two-hop form", """
         from rodimus_lab.model import Layer
         _forward = Layer.forward
-        def forward(self, x):
+        def forward(self, x, *args, **kwargs):
             two_hop, self.config.two_hop = self.config.two_hop, False    # planted: attention added to the stream
             try:
-                return _forward(self, x)
+                return _forward(self, x, *args, **kwargs)
             finally:
                 self.config.two_hop = two_hop
         Layer.forward = forward

@@ -19,9 +19,12 @@ The Transformer++ keeps a preallocated KV cache sized for the context plus the t
 model's ring buffer with ``window`` = that capacity, identical to full attention while the sequence
 fits): a fair baseline, where the growing ``torch.cat`` cache would copy the whole cache every token.
 CUDA graphs (``--cuda-graphs``) time the same step with the host's launch work removed (at batch 1
-it dominates the eager step on a GPU). The attention steps take the position as a Python int (RoPE
-offset, ring slot, keys seen), so a graph is captured at context T and each replay decodes a token at
-position T again, into the same ring slot: the same work as the eager step at context T.
+it dominates the eager step on a GPU). The graph captures the model's public forward at T = 1 with
+``check_inputs=False`` (no host-side id check). Every state update of a step is in place (the DDTS
+state, the conv buffer, the ring slots), so replays write into the captured tensors. The attention
+steps take the position as a Python int (RoPE offset, ring slot, keys seen), so a graph is captured at
+context T and each replay decodes a token at position T again, into the same ring slot: the same work
+as the eager step at context T.
 """
 
 from __future__ import annotations
@@ -38,15 +41,13 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from unittest import mock
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from .. import ddts as ddts_ref
 from ..config import ModelConfig
 from ..memory import cache_elements
-from ..model import DecodeState, RodimusLM, _up
+from ..model import DecodeState, RodimusLM
 
 __all__ = ["analytic_state_bytes", "bench_configs", "synthetic_state", "measure", "run", "summary", "format_table", "main"]
 
@@ -151,52 +152,33 @@ def _timed(step, tokens, warmup: int, sync) -> list[float]:
     return times
 
 
-@contextlib.contextmanager
-def _unchecked_ddts_step():
-    """The reference ddts_step checks log α on the host (a device sync, which stream capture forbids);
-    capture the same arithmetic (ddts._step) without that check. Eager runs keep the check."""
-    def step(q, k, v, log_alpha, state, *, scale=None):
-        o, state = ddts_ref._step(q, k, v, log_alpha, state.to(ddts_ref._compute_dtype(v)),
-                                  ddts_ref._scale(scale, q.shape[-1]))
-        return o.to(v.dtype), state
+def _step_at(model: RodimusLM, state: DecodeState, token: torch.Tensor):
+    """() -> logits [B, V]: the model's step from ``token`` (read when called) at the position ``state``
+    has now, every time (the position is put back after each call), updating ``state``'s tensors in
+    place: what a CUDA graph captures and replays."""
+    position = state.position
 
-    with mock.patch.object(ddts_ref, "ddts_step", step):
-        yield
+    def step():
+        logits = model(token[:, None], state=state, check_inputs=False).logits[:, 0]
+        state.position = position
+        return logits
 
-
-def _in_place_step(model: RodimusLM, state: DecodeState, token: torch.Tensor):
-    """A step from ``token`` (read when called) at position ``state.position`` that writes the new state
-    into ``state``'s own tensors, as a CUDA graph needs (its replays reuse the captured addresses); the
-    position is not advanced. Returns () -> logits."""
-    def body():
-        work = [{part: dict(tensors) for part, tensors in layer.items()} for layer in state.layers]
-        x = _up(model.embeddings(token))
-        for layer, s in zip(model.layers, work):
-            x = layer.step(x, s, state.position)
-        for layer, new in zip(state.layers, work):
-            for part, tensors in layer.items():
-                for name, tensor in tensors.items():
-                    if new[part][name] is not tensor:   # ring buffers were written in place already
-                        tensor.copy_(new[part][name])
-        return model.lm_head(model.norm_f(x))
-
-    return body
+    return step
 
 
 def _graph_step(model: RodimusLM, state: DecodeState, token: torch.Tensor):
     """A CUDA graph of one step that updates ``state`` in place; returns step(token) -> logits."""
     static_token = token.clone()
-    body = _in_place_step(model, state, static_token)
-    with _unchecked_ddts_step():
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                body()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            logits = body()
+    body = _step_at(model, state, static_token)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            body()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        logits = body()
 
     def step(next_token):
         static_token.copy_(next_token)
@@ -204,12 +186,6 @@ def _graph_step(model: RodimusLM, state: DecodeState, token: torch.Tensor):
         return logits
 
     return step
-
-
-def _clone(state: DecodeState) -> DecodeState:
-    layers = [{part: {name: t.clone() for name, t in tensors.items()} for part, tensors in layer.items()}
-              for layer in state.layers]
-    return DecodeState(layers=layers, position=state.position)
 
 
 # ---------------------------------------------------------------------- one point
@@ -255,8 +231,8 @@ def _autocast(device: torch.device, dtype: torch.dtype):
 
 def _graph_latency(model, state, tokens, warmup, sync) -> dict:
     """Graph replay latency, and how far the graph's logits are from an eager step's."""
-    reference = model.step(tokens[0], _clone(state))[0]
-    graph_state = _clone(state)
+    reference = model.step(tokens[0], state.clone())[0]
+    graph_state = state.clone()
     step = _graph_step(model, graph_state, tokens[0])
     for layer, original in zip(graph_state.layers, state.layers):   # the warm-up before capture moved it
         for part, tensors in layer.items():

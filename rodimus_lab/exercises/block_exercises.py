@@ -1,7 +1,7 @@
 """Exercises on the Rodimus blocks: the short conv's decode step, the two-hop residual,
 and how much memory decoding needs.
 
-Answer key: :class:`rodimus_lab.model.ShortConv`, :meth:`rodimus_lab.model.Layer._run`,
+Answer key: :class:`rodimus_lab.model.ShortConv`, :meth:`rodimus_lab.model.Layer.forward`,
 :func:`rodimus_lab.memory.cache_bytes`.
 """
 
@@ -19,13 +19,15 @@ from .harness import Bug, Case, Exercise, randint, randn
 
 
 def short_conv_reference(x, buffer, weight, bias):
-    """ShortConv.step with the given depthwise kernel weight [m, K] and bias [m]."""
+    """ShortConv's forward on one token, continuing from ``buffer``, with the given depthwise kernel
+    weight [m, K] and bias [m]."""
     with torch.random.fork_rng():   # building the module draws an init we overwrite; keep the caller's RNG
         conv = ShortConv(weight.shape[0], weight.shape[1])
     with torch.no_grad():
         conv.conv1d.weight.copy_(weight.unsqueeze(1))
         conv.conv1d.bias.copy_(bias)
-        return conv.step(x, buffer)
+        buffer = buffer.clone()                 # the module updates its buffer in place
+        return conv(x.unsqueeze(1), buffer)[:, 0], buffer
 
 
 def _conv_cases(gen):
@@ -37,7 +39,7 @@ def _conv_cases(gen):
 
 
 def _conv_with(*, flip=False, activation=F.silu, bias_inside=True, use_bias=True, keep="newest", this_token=True):
-    """ShortConv.step with one possible mistake."""
+    """The one-token short conv with one possible mistake."""
     def step(x, buffer, weight, bias):
         window = torch.cat([buffer, x.unsqueeze(-1)], dim=-1)           # oldest … newest
         taps = window if this_token else buffer
@@ -77,18 +79,19 @@ SHORT_CONV_STEP = Exercise(
 
 # ------------------------------------------------------------------ two_hop_residual
 
-def _wired(mixer_norm, attn_norm, ffn, ffn_norm, *, two_hop: bool) -> Layer:
-    """A Layer shell holding the given norms and FFN, so Layer._run (the answer key) wires them."""
+def _wired(mixer, attn, ffn, mixer_norm, attn_norm, ffn_norm, *, two_hop: bool) -> Layer:
+    """A Layer shell holding the given modules, so Layer.forward (the answer key) wires them."""
     layer = Layer.__new__(Layer)
     torch.nn.Module.__init__(layer)
     layer.config = ModelConfig(block="rodimus_plus", two_hop=two_hop)
-    layer.mixer_norm, layer.attn_norm, layer.ffn, layer.ffn_norm = mixer_norm, attn_norm, ffn, ffn_norm
+    layer.mixer, layer.attn, layer.ffn = mixer, attn, ffn
+    layer.mixer_norm, layer.attn_norm, layer.ffn_norm = mixer_norm, attn_norm, ffn_norm
     return layer
 
 
 def two_hop_reference(x, mixer, attn, ffn, mixer_norm, attn_norm, ffn_norm):
     """One Rodimus+ layer: Y = X + mixer(norm(X)); Z = Y + FFN(norm(Y + attn(norm(Y))))."""
-    return _wired(mixer_norm, attn_norm, ffn, ffn_norm, two_hop=True)._run(x, mixer, attn)
+    return _wired(mixer, attn, ffn, mixer_norm, attn_norm, ffn_norm, two_hop=True)(x)
 
 
 def _two_hop_cases(gen):
@@ -109,7 +112,7 @@ def _two_hop_cases(gen):
 
 
 def _one_hop(x, mixer, attn, ffn, mixer_norm, attn_norm, ffn_norm):
-    return _wired(mixer_norm, attn_norm, ffn, ffn_norm, two_hop=False)._run(x, mixer, attn)
+    return _wired(mixer, attn, ffn, mixer_norm, attn_norm, ffn_norm, two_hop=False)(x)
 
 
 def _attn_unused(x, mixer, attn, ffn, mixer_norm, attn_norm, ffn_norm):

@@ -240,3 +240,36 @@ def test_model_backend_triton_matches_reference():
             step, _ = fused.step(ids[:, t], state)
             step_ref, _ = ref.step(ids[:, t], state_ref)
             assert rel_rms(step, step_ref) <= 1e-5
+
+
+@pytest.mark.parametrize("block", ["rodimus", "rodimus_plus"])
+def test_model_prefill_runs_the_chunk_kernel_and_hands_over_its_state(block, monkeypatch):
+    """Prefill (the model's forward with a state) on backend 'triton' sends the prompt through
+    rodimus_kernels.ddts with output_final_state; its logits and every state tensor equal the reference
+    model's prefill, and decoding goes on identically."""
+    from rodimus_lab import ModelConfig, RodimusLM
+    from rodimus_lab.generate import prefill
+
+    def model(backend):
+        torch.manual_seed(0)
+        config = ModelConfig(vocab_size=61, d_model=128, n_layers=2, block=block, mem_size=16, n_heads=2,
+                             window=5 if block == "rodimus_plus" else None, backend=backend)
+        return RodimusLM(config)
+
+    calls = []
+    kernel = rodimus_kernels.ddts
+    monkeypatch.setattr(rodimus_kernels, "ddts", lambda *a, **kw: calls.append(kw) or kernel(*a, **kw))
+    fused, ref = model("triton"), model("reference")
+    ids = torch.randint(0, 61, (2, 70), generator=torch.Generator().manual_seed(1))   # two chunks of 64
+    with torch.no_grad():
+        logits, state = prefill(fused, ids)
+        logits_ref, state_ref = prefill(ref, ids)
+        assert len(calls) == 2 and all(kw["output_final_state"] and kw["initial_state"] is not None for kw in calls)
+        assert rel_rms(logits, logits_ref) <= 1e-4
+        for layer, layer_ref in zip(state.layers, state_ref.layers):
+            for part, tensors in layer.items():
+                for name, tensor in tensors.items():
+                    assert rel_rms(tensor, layer_ref[part][name]) <= 1e-4, (part, name)
+        for token in ids[:, :3].T:
+            assert rel_rms(fused.step(token, state)[0], ref.step(token, state_ref)[0]) <= 1e-4
+
