@@ -131,7 +131,10 @@ def ddts(q, k, v, g_logits, tau_logits, *, scale=None, initial_state=None, outpu
     if not use_triton(q):
         return ddts_torch.ddts_torch(q, k, v, g_logits, tau_logits, scale, initial_state, output_final_state,
                                      cu_seqlens)
-    o, final = _DDTS.apply(q, k, v, g_logits, tau_logits, initial_state, scale, cu_seqlens, output_final_state)
+    save_states = torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (q, k, v, g_logits, tau_logits, initial_state))
+    o, final = _ddts_forward(q, k, v, g_logits, tau_logits, initial_state, cu_seqlens, scale, output_final_state,
+                             save_states)[:2]
     return o, (final if output_final_state else None)
 
 
@@ -148,88 +151,137 @@ def _chunk_tables(cu_seqlens, T, device):
     return cu.to(**as_int), seq.to(**as_int), local.to(**as_int), chunk_off.to(**as_int), len(seq)
 
 
-class _DDTS(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, g_logits, tau_logits, initial_state, scale, cu_seqlens, output_final_state):
-        K = triton_module("ddts_triton")
-        B, T, H, n = q.shape
-        m = v.shape[-1]
-        q, k, v, g_logits, tau_logits = (x.contiguous() for x in (q, k, v, g_logits, tau_logits))
-        varlen = cu_seqlens is not None
-        NT = cdiv(T, CHUNK)
-        if varlen:
-            cu, chunk_seq, chunk_local, chunk_off, NC = _chunk_tables(cu_seqlens, T, q.device)
-            num_seqs = cu.numel() - 1
-        else:
-            cu = chunk_seq = chunk_local = chunk_off = None
-            NC, num_seqs = B * NT, B
-        odt = _operand_dtype(v)
-        qg = torch.empty(q.shape, device=q.device, dtype=odt)
-        kg = torch.empty_like(qg)
-        gc = torch.empty(NC, H, n, device=q.device, dtype=torch.float32)
-        A = torch.empty(B, T, H, CHUNK, device=q.device, dtype=torch.float32)  # bf16 here was the largest error
-        BN, prec, warps = _block_n(n), dot_precision("exact_fp32", v.dtype), _warps(n)
-        K.ddts_prep_fwd[(NC, H)](q, k, g_logits, tau_logits, qg, kg, gc, A, cu, chunk_seq, chunk_local,
-                                 scale, T, NT, H, n, C=CHUNK, SB=SUB, BN=BN, PREC=prec, VARLEN=varlen,
-                                 num_warps=_warps(n, chunk_program=True))
-        needs_grad = any(ctx.needs_input_grad[:6])
-        o = torch.empty_like(v)
-        h = torch.empty(NC, H, n, m, device=q.device, dtype=torch.float32) if needs_grad else None
-        final = torch.empty(num_seqs, H, n, m, device=q.device, dtype=torch.float32) if output_final_state else None
-        h0 = None if initial_state is None else initial_state.detach().float().contiguous()
-        grid = (num_seqs, H, cdiv(m, BLOCK_M))
-        K.ddts_fwd_walk[grid](qg, kg, gc, A, v, o, h, h0, final, cu, chunk_off, T, NT, H, n, m,
-                              C=CHUNK, BN=BN, BM=BLOCK_M, PREC=prec, STORE_H=needs_grad,
-                              USE_H0=h0 is not None, STORE_HT=output_final_state, VARLEN=varlen,
-                              num_warps=warps)
-        if needs_grad:
-            ctx.save_for_backward(q, k, v, g_logits, tau_logits, qg, kg, gc, A, h)
-            ctx.tables = (cu, chunk_seq, chunk_local, chunk_off, NC, num_seqs)
-            ctx.scale, ctx.has_h0 = scale, initial_state is not None
-            ctx.h0_dtype = None if initial_state is None else initial_state.dtype
-        return o, final
+def _plan(q, cu_seqlens):
+    """(varlen, NT, chunk tables or Nones, NC chunks in all, num_seqs) of one call."""
+    B, T = q.shape[:2]
+    NT = cdiv(T, CHUNK)
+    if cu_seqlens is None:
+        return False, NT, (None, None, None, None), B * NT, B
+    cu, chunk_seq, chunk_local, chunk_off, NC = _chunk_tables(cu_seqlens, T, q.device)
+    return True, NT, (cu, chunk_seq, chunk_local, chunk_off), NC, cu.numel() - 1
 
-    @staticmethod
-    def backward(ctx, do, dfinal):
-        K = triton_module("ddts_triton")
-        q, k, v, g_logits, tau_logits, qg, kg, gc, A, h = ctx.saved_tensors
-        cu, chunk_seq, chunk_local, chunk_off, NC, num_seqs = ctx.tables
-        B, T, H, n = q.shape
-        m = v.shape[-1]
-        NT = cdiv(T, CHUNK)
-        varlen = cu is not None
-        BN, prec, warps = _block_n(n), dot_precision("exact_fp32", v.dtype), _warps(n)
-        # ∂log α cancels (see Precision): the products it is summed from get 3-pass tf32 (≈ fp32)
-        sum_prec = dot_precision("cancelling", v.dtype)
-        do = do.contiguous()
-        dfinal = None if dfinal is None else dfinal.float().contiguous()
-        dv = torch.empty_like(v)
-        dh = torch.empty_like(h)
-        dh0 = torch.empty(num_seqs, H, n, m, device=q.device, dtype=torch.float32) if ctx.has_h0 else None
-        grid = (num_seqs, H, cdiv(m, BLOCK_M))
-        K.ddts_bwd_walk[grid](qg, kg, gc, A, do, dv, dh, dfinal, dh0, cu, chunk_off, T, NT, H, n, m,
-                              C=CHUNK, BN=BN, BM=BLOCK_M, PREC=prec, USE_DHT=dfinal is not None,
-                              STORE_DH0=ctx.has_h0, VARLEN=varlen, num_warps=warps)
-        # Split each chunk's sweep over the value columns until ~4 programs per SM stream at once.
-        tiles = cdiv(m, BLOCK_M)
-        splits = min(tiles, cdiv(4 * sm_count(q.device), NC * H))
-        per_split = cdiv(tiles, splits)
-        splits = cdiv(tiles, per_split)
-        partial = torch.empty(splits * NC * H, 2 * CHUNK * BN + CHUNK * CHUNK + BN, device=q.device,
-                              dtype=torch.float32)
-        K.ddts_bwd_sweep[(NC, H, splits)](v, do, h, dh, partial, cu, chunk_seq, chunk_local, T, NT, H, n, m,
-                                          per_split, C=CHUNK, BN=BN, BM=BLOCK_M, PREC=sum_prec, VARLEN=varlen,
-                                          num_warps=warps)
-        dq, dk = torch.empty_like(q), torch.empty_like(k)
-        dg, dtau = torch.empty_like(g_logits), torch.empty_like(tau_logits)
-        scratch = torch.empty(NC * H, CHUNK * CHUNK + 2 * CHUNK * BN, device=q.device, dtype=torch.float32)
-        K.ddts_bwd_chunk[(NC, H)](q, k, g_logits, tau_logits, partial, dq, dk, dg, dtau, scratch,
-                                  cu, chunk_seq, chunk_local, ctx.scale, T, NT, H, n, splits,
-                                  C=CHUNK, SB=SUB, BN=BN, PREC=sum_prec, VARLEN=varlen,
-                                  num_warps=_warps(n, chunk_program=True))
-        if dh0 is not None:
-            dh0 = dh0.to(ctx.h0_dtype)
-        return dq, dk, dv, dg, dtau, dh0, None, None, None
+
+# The training kernels as torch.library custom ops with their autograd and fake (shape) functions:
+# torch.compile calls them as opaque ops instead of tracing into the Triton launches. The forward
+# returns what the backward needs besides the inputs (qg, kg, e^{b_C}, A, h); absent outputs are
+# empty tensors (a custom op returns no None).
+_SEVEN = tuple[(torch.Tensor,) * 7]
+_SIX = tuple[(torch.Tensor,) * 6]
+
+
+@torch.library.custom_op("rodimus::ddts_forward", mutates_args=())
+def _ddts_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g_logits: torch.Tensor,
+                  tau_logits: torch.Tensor, initial_state: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
+                  scale: float, output_final_state: bool, save_states: bool) -> _SEVEN:
+    K = triton_module("ddts_triton")
+    B, T, H, n = q.shape
+    m = v.shape[-1]
+    q, k, v, g_logits, tau_logits = (x.contiguous() for x in (q, k, v, g_logits, tau_logits))
+    varlen, NT, (cu, chunk_seq, chunk_local, chunk_off), NC, num_seqs = _plan(q, cu_seqlens)
+    qg = torch.empty(q.shape, device=q.device, dtype=_operand_dtype(v))
+    kg = torch.empty_like(qg)
+    gc = torch.empty(NC, H, n, device=q.device, dtype=torch.float32)
+    A = torch.empty(B, T, H, CHUNK, device=q.device, dtype=torch.float32)  # bf16 here was the largest error
+    BN, prec, warps = _block_n(n), dot_precision("exact_fp32", v.dtype), _warps(n)
+    K.ddts_prep_fwd[(NC, H)](q, k, g_logits, tau_logits, qg, kg, gc, A, cu, chunk_seq, chunk_local,
+                             scale, T, NT, H, n, C=CHUNK, SB=SUB, BN=BN, PREC=prec, VARLEN=varlen,
+                             num_warps=_warps(n, chunk_program=True))
+    o = torch.empty_like(v)
+    h = torch.empty(NC if save_states else 0, H, n, m, device=q.device, dtype=torch.float32)
+    final = torch.empty(num_seqs if output_final_state else 0, H, n, m, device=q.device, dtype=torch.float32)
+    h0 = None if initial_state is None else initial_state.detach().float().contiguous()
+    grid = (num_seqs, H, cdiv(m, BLOCK_M))
+    K.ddts_fwd_walk[grid](qg, kg, gc, A, v, o, h, h0, final, cu, chunk_off, T, NT, H, n, m,
+                          C=CHUNK, BN=BN, BM=BLOCK_M, PREC=prec, STORE_H=save_states,
+                          USE_H0=h0 is not None, STORE_HT=output_final_state, VARLEN=varlen,
+                          num_warps=warps)
+    return o, final, qg, kg, gc, A, h
+
+
+@_ddts_forward.register_fake
+def _(q, k, v, g_logits, tau_logits, initial_state, cu_seqlens, scale, output_final_state, save_states):
+    B, T, H, n = q.shape
+    m = v.shape[-1]
+    if cu_seqlens is None:
+        NC, num_seqs = B * cdiv(T, CHUNK), B
+    else:   # the chunk count depends on the lengths' values
+        NC, num_seqs = torch.library.get_ctx().new_dynamic_size(), cu_seqlens.shape[0] - 1
+    f32 = dict(device=q.device, dtype=torch.float32)
+    qg = q.new_empty(q.shape, dtype=_operand_dtype(v))
+    return (v.new_empty(v.shape), torch.empty(num_seqs if output_final_state else 0, H, n, m, **f32),
+            qg, torch.empty_like(qg), torch.empty(NC, H, n, **f32), torch.empty(B, T, H, CHUNK, **f32),
+            torch.empty(NC if save_states else 0, H, n, m, **f32))
+
+
+@torch.library.custom_op("rodimus::ddts_backward", mutates_args=())
+def _ddts_backward(do: torch.Tensor, dfinal: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor,
+                   v: torch.Tensor, g_logits: torch.Tensor, tau_logits: torch.Tensor, qg: torch.Tensor,
+                   kg: torch.Tensor, gc: torch.Tensor, A: torch.Tensor, h: torch.Tensor,
+                   cu_seqlens: torch.Tensor | None, scale: float, has_h0: bool) -> _SIX:
+    """(dq, dk, dv, dg_logits, dtau_logits, d initial state fp32 — empty without one)."""
+    K = triton_module("ddts_triton")
+    B, T, H, n = q.shape
+    m = v.shape[-1]
+    q, k, v, g_logits, tau_logits = (x.contiguous() for x in (q, k, v, g_logits, tau_logits))
+    varlen, NT, (cu, chunk_seq, chunk_local, chunk_off), NC, num_seqs = _plan(q, cu_seqlens)
+    BN, prec, warps = _block_n(n), dot_precision("exact_fp32", v.dtype), _warps(n)
+    # ∂log α cancels (see Precision): the products it is summed from get 3-pass tf32 (≈ fp32)
+    sum_prec = dot_precision("cancelling", v.dtype)
+    do = do.contiguous()
+    dfinal = None if dfinal is None else dfinal.float().contiguous()
+    dv = torch.empty_like(v)
+    dh = torch.empty_like(h)
+    dh0 = torch.empty(num_seqs if has_h0 else 0, H, n, m, device=q.device, dtype=torch.float32)
+    grid = (num_seqs, H, cdiv(m, BLOCK_M))
+    K.ddts_bwd_walk[grid](qg, kg, gc, A, do, dv, dh, dfinal, dh0 if has_h0 else None, cu, chunk_off,
+                          T, NT, H, n, m, C=CHUNK, BN=BN, BM=BLOCK_M, PREC=prec, USE_DHT=dfinal is not None,
+                          STORE_DH0=has_h0, VARLEN=varlen, num_warps=warps)
+    # Split each chunk's sweep over the value columns until ~4 programs per SM stream at once.
+    tiles = cdiv(m, BLOCK_M)
+    splits = min(tiles, cdiv(4 * sm_count(q.device), NC * H))
+    per_split = cdiv(tiles, splits)
+    splits = cdiv(tiles, per_split)
+    partial = torch.empty(splits * NC * H, 2 * CHUNK * BN + CHUNK * CHUNK + BN, device=q.device,
+                          dtype=torch.float32)
+    K.ddts_bwd_sweep[(NC, H, splits)](v, do, h, dh, partial, cu, chunk_seq, chunk_local, T, NT, H, n, m,
+                                      per_split, C=CHUNK, BN=BN, BM=BLOCK_M, PREC=sum_prec, VARLEN=varlen,
+                                      num_warps=warps)
+    dq, dk = torch.empty_like(q), torch.empty_like(k)
+    dg, dtau = torch.empty_like(g_logits), torch.empty_like(tau_logits)
+    scratch = torch.empty(NC * H, CHUNK * CHUNK + 2 * CHUNK * BN, device=q.device, dtype=torch.float32)
+    K.ddts_bwd_chunk[(NC, H)](q, k, g_logits, tau_logits, partial, dq, dk, dg, dtau, scratch,
+                              cu, chunk_seq, chunk_local, scale, T, NT, H, n, splits,
+                              C=CHUNK, SB=SUB, BN=BN, PREC=sum_prec, VARLEN=varlen,
+                              num_warps=_warps(n, chunk_program=True))
+    return dq, dk, dv, dg, dtau, dh0
+
+
+@_ddts_backward.register_fake
+def _(do, dfinal, q, k, v, g_logits, tau_logits, qg, kg, gc, A, h, cu_seqlens, scale, has_h0):
+    B, _, H, n = q.shape
+    num_seqs = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    dh0 = torch.empty(num_seqs if has_h0 else 0, H, n, v.shape[-1], device=q.device, dtype=torch.float32)
+    return (*(x.new_empty(x.shape) for x in (q, k, v, g_logits, tau_logits)), dh0)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, g_logits, tau_logits, initial_state, cu_seqlens, ctx.scale, _, _ = inputs
+    _, _, qg, kg, gc, A, h = output
+    ctx.save_for_backward(q, k, v, g_logits, tau_logits, qg, kg, gc, A, h, cu_seqlens)
+    ctx.h0_dtype = None if initial_state is None else initial_state.dtype
+
+
+def _ddts_grad(ctx, do, dfinal, *_):
+    q, k, v, g_logits, tau_logits, qg, kg, gc, A, h, cu_seqlens = ctx.saved_tensors
+    do = torch.zeros_like(v) if do is None else do
+    dfinal = dfinal if dfinal is not None and dfinal.numel() else None
+    grads = _ddts_backward(do, dfinal, q, k, v, g_logits, tau_logits, qg, kg, gc, A, h, cu_seqlens,
+                           ctx.scale, ctx.h0_dtype is not None)
+    dh0 = None if ctx.h0_dtype is None else grads[5].to(ctx.h0_dtype)
+    return (*grads[:5], dh0, None, None, None, None)
+
+
+_ddts_forward.register_autograd(_ddts_grad, setup_context=_setup_context)
 
 
 def ddts_step(q, k, v, g_logits, tau_logits, state, *, scale=None):

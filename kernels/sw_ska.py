@@ -107,7 +107,7 @@ def sw_ska(q, k, v, *, window, scale=None):
         return torch.empty_like(v)
     if use_triton(q):
         _check_triton(q)
-        return _SwSka.apply(q, k, v, window, scale)
+        return _sw_ska_forward(q, k, v, window, scale)[0]
     return sw_ska_torch(q, k, v, window, scale)
 
 
@@ -177,20 +177,43 @@ def _backward(do, q, k, v, o, lse, window, scale):
     return dq, dk, dv
 
 
-class _SwSka(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, window, scale):
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        o, lse = _forward(q, k, v, window, scale)
-        ctx.save_for_backward(q, k, v, o, lse)
-        ctx.window, ctx.scale = window, scale
-        return o
+# The training kernels as torch.library custom ops with their autograd and fake (shape) functions:
+# torch.compile calls them as opaque ops instead of tracing into the Triton launches.
 
-    @staticmethod
-    def backward(ctx, do):
-        q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = _backward(do.contiguous(), q, k, v, o, lse, ctx.window, ctx.scale)
-        return dq, dk, dv, None, None
+@torch.library.custom_op("rodimus::sw_ska_forward", mutates_args=())
+def _sw_ska_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int,
+                    scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return _forward(q.contiguous(), k.contiguous(), v.contiguous(), window, scale)
+
+
+@_sw_ska_forward.register_fake
+def _(q, k, v, window, scale):
+    B, T, H, _ = q.shape
+    return torch.empty_like(q, memory_format=torch.contiguous_format), q.new_empty(B, H, T, dtype=torch.float32)
+
+
+@torch.library.custom_op("rodimus::sw_ska_backward", mutates_args=())
+def _sw_ska_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
+                     lse: torch.Tensor, window: int, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    return _backward(do.contiguous(), q, k, v, o, lse, window, scale)
+
+
+@_sw_ska_backward.register_fake
+def _(do, q, k, v, o, lse, window, scale):
+    return tuple(torch.empty_like(x, memory_format=torch.contiguous_format) for x in (q, k, v))
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, ctx.window, ctx.scale = inputs
+    ctx.save_for_backward(q, k, v, *output)
+
+
+def _sw_ska_grad(ctx, do, _dlse):
+    return (*_sw_ska_backward(do, *ctx.saved_tensors, ctx.window, ctx.scale), None, None)
+
+
+_sw_ska_forward.register_autograd(_sw_ska_grad, setup_context=_setup_context)
 
 
 def _decode_triton(q, k_cache, v_cache, length, scale):
