@@ -61,9 +61,10 @@ class RMSNorm(nn.Module):
 class ShortConv(nn.Module):
     """Causal depthwise convolution over time (kernel 4), followed by SiLU."""
 
-    def __init__(self, dim: int, size: int):
+    def __init__(self, dim: int, size: int, backend: str = "reference"):
         super().__init__()
         self.size = size
+        self.backend = backend
         self.conv1d = nn.Conv1d(dim, dim, size, groups=dim, padding=size - 1, bias=True)
 
     def forward(self, x, buffer=None):
@@ -73,6 +74,8 @@ class ShortConv(nn.Module):
         sequence); it is overwritten IN PLACE with the last size − 1 inputs seen, ready for the next
         call. None: x starts the sequence.
         """
+        if buffer is None and _use_triton(self.backend, x):   # conv + SiLU in one kernel, fwd and bwd
+            return _glue().short_conv_silu(x, self.conv1d.weight[:, 0], self.conv1d.bias)
         history = x.transpose(1, 2)                                          # [B, m, T]
         before = self.size - 1
         if buffer is None:
@@ -86,18 +89,33 @@ class ShortConv(nn.Module):
 
 # ------------------------------------------------------------------------ backends
 
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+
+
 def _use_triton(backend: str, x: torch.Tensor) -> bool:
     """"auto" takes the kernels on CUDA when Triton is installed; "triton" always (on CPU the kernels
     run under TRITON_INTERPRET=1 or fall back to the reference themselves)."""
     if backend == "reference":
         return False
-    return backend == "triton" or (x.is_cuda and importlib.util.find_spec("triton") is not None)
+    return backend == "triton" or (x.is_cuda and _TRITON_INSTALLED)
+
+
+def _use_sdpa(backend: str, x: torch.Tensor) -> bool:
+    """PyTorch's fused attention (flash / memory-efficient) on CUDA unless the backend is "reference"."""
+    return backend != "reference" and x.is_cuda
 
 
 def _kernel(name: str):
     import rodimus_kernels   # on first use only: a CPU run never loads Triton
 
     return getattr(rodimus_kernels, name)
+
+
+def _glue():
+    """The fused element-wise glue of the mixer (rodimus_kernels.glue; its twins are this file's modules)."""
+    from rodimus_kernels import glue
+
+    return glue
 
 
 # --------------------------------------------------------------------- the mixer
@@ -115,7 +133,7 @@ class RodimusMixer(nn.Module):
         self.config = c = config
         d, m, n = c.d_model, c.d_inner, c.mem_size
         self.fc = nn.Linear(d, 2 * m, bias=False)
-        self.short_conv = ShortConv(m, c.conv_size) if c.short_conv else None
+        self.short_conv = ShortConv(m, c.conv_size, c.backend) if c.short_conv else None
         self.in_proj = nn.Linear(m, 2 * n, bias=False)
         self.ch_gate_proj = nn.Sequential(nn.Linear(m, c.low_rank, bias=False), nn.Linear(c.low_rank, m, bias=True))
         gate_logits = ddts_ref.gate_logits_width(c.gate, n)
@@ -133,11 +151,15 @@ class RodimusMixer(nn.Module):
         gates, which read none."""
         if not hasattr(self, "mem_gate_proj"):
             return _up(xc).new_zeros(*xc.shape[:-1], 0)
+        if _use_triton(self.config.backend, xc):   # bf16 x̃ on tensor cores, float32 logits out
+            return _glue().gate_linear(xc, self.mem_gate_proj.weight, self.mem_gate_proj.bias)
         with torch.autocast(xc.device.type, enabled=False):
             return F.linear(_up(xc), _up(self.mem_gate_proj.weight), _up(self.mem_gate_proj.bias))
 
     def _value(self, x_):
         """v = β̂ ⊙ x' with the low-rank value gate β̂ (the value is the pre-conv branch)."""
+        if _use_triton(self.config.backend, x_):
+            return _glue().value_gate(self.ch_gate_proj(x_), x_)
         return torch.sigmoid(self.ch_gate_proj(x_)) * x_
 
     def forward(self, x, state: dict | None = None):
@@ -153,8 +175,14 @@ class RodimusMixer(nn.Module):
         else:
             xc = F.silu(x_)
         o = self._ddts(xc, self._value(x_), None if state is None else state["ddts"])
+        return self.out_proj(self._gated_norm(o, xc, z))
+
+    def _gated_norm(self, o, xc, z):
+        """RMSNorm((o + d ⊙ x̃) ⊙ SiLU(z)): the skip term, the output gate and the norm, in z's dtype."""
+        if _use_triton(self.config.backend, z):   # one kernel, fwd and bwd
+            return _glue().gated_rmsnorm(o, xc, z, self.residual_weight, self.act_norm.weight, self.act_norm.eps)
         o = _up(o) + self.residual_weight * _up(xc)
-        return self.out_proj(self.act_norm(o * F.silu(_up(z))).to(z.dtype))
+        return self.act_norm(o * F.silu(_up(z))).to(z.dtype)
 
     def _ddts(self, xc, v, S):
         """DDTS over the tokens of xc [B, T, m] with values v, one head; S [B, 1, n, m] (or None) is
@@ -219,7 +247,14 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(B, T, c.num_heads, c.head_dim)
         k = self.k_proj(x).view(B, T, c.num_key_heads, c.head_dim)
         v = self.v_proj(x).view(B, T, c.num_value_heads, c.head_dim)
-        return attn_ref.rope(q, offset=offset, base=c.rope_base), attn_ref.rope(k, offset=offset, base=c.rope_base), v
+        return self._rope(q, offset), self._rope(k, offset), v
+
+    def _rope(self, x, offset: int):
+        """RoPE in the variant the config names (partial, interleaved, the official XPos scale)."""
+        c = self.config
+        return attn_ref.rope(x, offset=offset, base=c.rope_base, dims=c.rope_dim, interleaved=c.rope_interleaved,
+                             xpos_scale_base=c.xpos_scale_base,
+                             xpos_center=c.max_seq_len // 2 if c.xpos_scale_base is not None else 0)
 
     def forward(self, x, state: dict | None = None, position: int = 0):
         """x: RMS-normed [B, T, d] → [B, T, d].
@@ -248,7 +283,20 @@ class Attention(nn.Module):
             return o
         if c.layout == "ska" and _use_triton(c.backend, q):
             return _kernel("sw_ska")(q, k, v, window=c.window if c.window is not None else q.shape[1])
+        if _use_sdpa(c.backend, q):
+            return self._sdpa(q, k, v)
         return attn_ref.attention(q, k, v, window=c.window)
+
+    def _sdpa(self, q, k, v):
+        """attn_ref.attention through PyTorch's fused kernels: key/value heads tiled as the reference
+        pairs them (query head j reads head j mod Hk), a sliding window as a boolean mask."""
+        T, H = q.shape[1], q.shape[2]
+        k, v = (t if t.shape[2] == H else t.repeat(1, 1, H // t.shape[2], 1) for t in (k, v))
+        window = self.config.window
+        mask = None if window is None or window >= T else attn_ref.attention_mask(T, T, window=window, device=q.device)
+        o = F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v)), attn_mask=mask,
+                                           is_causal=mask is None)
+        return o.transpose(1, 2)
 
     def _decode(self, q, k, v, state: dict, position: int):
         """One token: its key and value into the cache, then attention over every valid slot (their
@@ -424,7 +472,7 @@ class RodimusLM(nn.Module):
         limit = self.config.max_seq_len
         if limit is not None and position + T > limit:
             raise ValueError(f"sequence length {position + T} exceeds ModelConfig.max_seq_len = {limit}")
-        x = _up(self.embeddings(input_ids))   # the residual stream stays in (at least) float32
+        x = _up(self.embeddings(input_ids)) * self.config.embed_scale   # the stream stays in (at least) float32
         for i, layer in enumerate(self.layers):
             x = layer(x, None if state is None else state.layers[i], position)
         if state is not None:

@@ -71,8 +71,8 @@ def swa_from_notes(attn, x, window):
     for h in range(H):
         for i in range(T):
             lo = max(0, i - window + 1)
-            s = (q[:, i, h, None] * k[:, lo:i + 1, h // (H // c.num_key_heads)]).sum(-1) / math.sqrt(dh)
-            out[:, i, h] = (s.softmax(-1)[..., None] * v[:, lo:i + 1, h // (H // c.num_value_heads)]).sum(1)
+            s = (q[:, i, h, None] * k[:, lo:i + 1, h % c.num_key_heads]).sum(-1) / math.sqrt(dh)
+            out[:, i, h] = (s.softmax(-1)[..., None] * v[:, lo:i + 1, h % c.num_value_heads]).sum(1)
     return out.reshape(B, T, -1) @ W["out_proj.weight"].T
 
 
@@ -290,13 +290,13 @@ def test_load_official_reports_mismatches():
     official = official_config()
     state_dict = official_state_dict(RodimusLM(config_from_official(official)))
     del state_dict["model.layers.1.ffn.fc.weight"]
-    with pytest.raises(ValueError, match=r"missing \['layers.1.ffn.fc.weight'\]"):
+    with pytest.raises(ValueError, match=r"missing tensor 'model.layers.1.ffn.fc.weight'"):
         load_official(state_dict, official)
     state_dict = official_state_dict(RodimusLM(config_from_official(official)))
     state_dict["model.norm_f.weight"] = torch.ones(3)
-    with pytest.raises(ValueError, match="norm_f.weight: official shape"):
+    with pytest.raises(ValueError, match=r"'model.norm_f.weight' has shape \(3,\) but the config gives"):
         load_official(state_dict, official)
-    with pytest.raises(ValueError, match="lacks 'n_layer'"):
+    with pytest.raises(ValueError, match="official config key 'n_layer': missing"):
         load_official(state_dict, {"d_model": 256, "vocab_size": 97})
 
 
