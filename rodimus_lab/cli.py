@@ -25,9 +25,9 @@ import torch
 from . import ModelConfig, RodimusLM, cache_bytes, distributed, seed_everything
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from .config import ConfigError
-from .data.recipe import DataConfig, build_data, data_vocab_size
+from .data.recipe import DataConfig, build_data, data_vocab_size, validation_split
 from .data.text import DataUnavailableError
-from .train import TrainConfig, Trainer, clear_run_folder, evaluate, run_files
+from .train import AccuracyCheck, TrainConfig, Trainer, clear_run_folder, evaluate, run_files
 
 __all__ = ["main", "resolve_configs", "DEMO", "EXAMPLES"]
 
@@ -38,11 +38,12 @@ _MODEL_FROM_DATA = ("vocab_size",)   # the data decide these model fields
 # 2-core CPU (docs/benchmarks.md, "CPU training"). Flags override any of it.
 DEMO = {
     "model": {"d_model": 128, "n_layers": 1, "mem_size": 16, "tie_embeddings": True, "backend": "reference"},
-    "train": {"max_steps": 1400, "batch_size": 32, "lr": 1e-2, "warmup_steps": 20, "eval_every": 100,
-              "eval_batch_size": 250, "stop_at_accuracy": 0.99, "weight_decay": 0.1, "out_dir": "runs/demo"},
-    "data": {"task": "mqar", "preset": "demo"},
+    "train": {"max_steps": 1400, "batch_size": 32, "lr": 1e-2, "warmup_steps": 20, "eval_every": 0,
+              "eval_batch_size": 256, "stop_at_accuracy": 0.99, "weight_decay": 0.1, "out_dir": "runs/demo"},
+    "data": {"task": "mqar", "preset": "demo", "num_valid": 256},
 }
 DEMO_THREADS = 1
+DEMO_CHECK_EVERY = 25   # steps between the cheap validation checks (train.AccuracyCheck)
 
 # `rodimus-lab CMD --help` ends with these; `rodimus-lab --help` lists them all.
 EXAMPLES = {
@@ -357,6 +358,9 @@ def cmd_demo(args) -> int:
     start = time.perf_counter()
     trainer, cfg = _build_run(base, args)
     test = trainer.eval_data
+    if trainer.config.stop_at_accuracy is not None and cfg["data"].num_valid:   # stop at the target, checked cheaply
+        trainer.callbacks.append(AccuracyCheck(validation_split(cfg["data"]), trainer.config.stop_at_accuracy,
+                                               DEMO_CHECK_EVERY))
     print(f"rodimus-lab demo: MQAR L={test.seq_len}, {test.num_kv_pairs} key-value pairs, "
           f"vocab {trainer.model.config.vocab_size}; a {trainer.model.num_parameters():,}-parameter Rodimus "
           f"on {trainer.device.type}" + (f", writing to {trainer.out_dir}" if trainer.out_dir else ""))

@@ -45,7 +45,7 @@ def write_report(path: str | os.PathLike, *, title: str, summary: dict, history:
     """Write the HTML report: ``summary`` as a table, training curves from ``history``, then ``figures``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    curves = [m for m in ("loss", "eval_loss", "eval_accuracy") if any(m in r for r in history)]
+    curves = [m for m in ("loss", "eval_loss", "eval_accuracy", "check_accuracy") if any(m in r for r in history)]
     figs = [training_curves(history, y=curves, title="Training")] if history and curves else []
     figs += list(figures)
     rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in summary.items())

@@ -37,8 +37,8 @@ from .config import BOOL, Allowed, DictConfig, int_from, number_above, number_fr
 from .checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .data.mqar import IGNORE, MQARSplit, mqar_example_accuracy
 
-__all__ = ["TrainConfig", "Trainer", "Callback", "TrainingDiverged", "RunFolderError", "evaluate", "param_groups",
-           "no_weight_decay", "resolve_device", "run_files", "clear_run_folder"]
+__all__ = ["TrainConfig", "Trainer", "Callback", "AccuracyCheck", "TrainingDiverged", "RunFolderError", "evaluate",
+           "param_groups", "no_weight_decay", "resolve_device", "run_files", "clear_run_folder"]
 
 
 _CHECKPOINT_FILE = re.compile(r"^\.?ckpt-\d+\.(json|safetensors)(\.tmp-\d+)?$")
@@ -130,6 +130,30 @@ class Callback:
     def on_eval(self, metrics: dict, trainer: "Trainer") -> None: ...
 
     def on_end(self, metrics: dict, trainer: "Trainer") -> None: ...
+
+
+class AccuracyCheck(Callback):
+    """Early stopping without evaluating the whole test set every few steps: every ``every`` steps the MQAR
+    accuracy on ``data`` (a small held-out set, never trained on: ``DataConfig.num_valid``), logged as a
+    ``"check"`` row; once it reaches ``target``, a full evaluation of the trainer's eval data, whose
+    ``TrainConfig.stop_at_accuracy`` then decides whether training stops."""
+
+    def __init__(self, data: MQARSplit, target: float, every: int):
+        if not isinstance(data, MQARSplit) or not 0 < target <= 1 or every < 1:
+            raise ValueError(f"AccuracyCheck needs an MQARSplit, a target in (0, 1] and every ≥ 1, got "
+                             f"{type(data).__name__}, {target!r}, {every!r}")
+        self.data, self.target, self.every = data, target, every
+
+    def on_step(self, metrics, trainer):
+        if trainer.step % self.every:
+            return
+        c = trainer.config
+        result = evaluate(trainer.model, self.data, batch_size=c.eval_batch_size, device=trainer.device,
+                          precision=c.precision)
+        trainer._record({"step": trainer.step, "check_accuracy": result["eval_accuracy"],
+                         "check_loss": result["eval_loss"]}, "check")
+        if result["eval_accuracy"] >= self.target and trainer.eval_data is not None:
+            trainer.run_eval()
 
 
 def resolve_device(device: str) -> torch.device:
@@ -337,6 +361,7 @@ class Trainer:
                 yield metrics
         finally:
             bar.close()
+        last_eval = next((r for r in reversed(self.history) if r["kind"] == "eval"), None)   # also a callback's
         if self.eval_data is not None and (last_eval is None or last_eval["step"] != self.step):
             last_eval = self.run_eval()
         if self.out_dir is not None and not (c.checkpoint_every and self.step % c.checkpoint_every == 0):

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import BOOL, Allowed, DictConfig, int_from, one_of, setting
-from .mqar import MQAR_PRESETS, make_mqar_splits, mqar_preset
+from .mqar import MQAR_PRESETS, MQARSplit, make_mqar_splits, mqar_preset
 
-__all__ = ["DataConfig", "build_data", "data_vocab_size"]
+__all__ = ["DataConfig", "build_data", "validation_split", "data_vocab_size"]
 
 TASKS = ("mqar", "text")
 _INT = int_from(1)
@@ -29,6 +29,8 @@ class DataConfig(DictConfig):
     num_kv_pairs: int | None = setting(None, "MQAR: key-value pairs per example; None: the preset's", _INT.or_none())
     num_train: int | None = setting(None, "MQAR: training examples; None: the preset's", _INT.or_none())
     num_test: int | None = setting(None, "MQAR: test examples; None: the preset's", _INT.or_none())
+    num_valid: int | None = setting(None, "MQAR: hold the last num_valid training examples out of training, as a "
+                                    "validation set for cheap checks during training; None: none", _INT.or_none())
     vocab_size: int | None = setting(None, "MQAR: tokens (None: the preset's); text BPE: merges + 256 bytes "
                                      "(None: 8192; GPT-2 is always 50257)", _INT.or_none())
     random_non_queries: bool | None = setting(None, "MQAR filler: random tokens (true) or 0 (false); None: the preset's",
@@ -52,10 +54,31 @@ def _preset(cfg: DataConfig):
     return mqar_preset(cfg.preset, **overrides)
 
 
+def _mqar_splits(cfg: DataConfig) -> tuple[MQARSplit, MQARSplit | None, MQARSplit]:
+    """(train, validation or None, test): the validation examples are the last ``num_valid`` generated
+    for training, so they follow the training distribution and are never trained on."""
+    train, test = make_mqar_splits(_preset(cfg), seed=cfg.data_seed)
+    if not cfg.num_valid:
+        return train, None, test
+    keep = len(train) - cfg.num_valid
+    if keep < 1:
+        raise ValueError(f"DataConfig.num_valid = {cfg.num_valid} leaves no training examples (the training set "
+                         f"has {len(train)}): make it smaller than num_train")
+    part = lambda lo, hi: MQARSplit(train.inputs[lo:hi], train.labels[lo:hi], train.seq_len, train.num_kv_pairs)
+    return part(0, keep), part(keep, len(train)), test
+
+
+def validation_split(cfg: DataConfig) -> MQARSplit:
+    """The held-out validation examples of an MQAR recipe with ``num_valid`` (see :class:`DataConfig`)."""
+    if cfg.task != "mqar" or not cfg.num_valid:
+        raise ValueError("validation_split needs an MQAR recipe with num_valid ≥ 1 (DataConfig.num_valid)")
+    return _mqar_splits(cfg)[1]
+
+
 def build_data(cfg: DataConfig):
     """(train, eval, tokenizer): MQARSplits and None for "mqar", TokenBlocks and the tokenizer for "text"."""
     if cfg.task == "mqar":
-        train, test = make_mqar_splits(_preset(cfg), seed=cfg.data_seed)
+        train, _, test = _mqar_splits(cfg)
         return train, test, None
     from .text import load_text_data
 
