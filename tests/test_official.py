@@ -172,3 +172,46 @@ def test_missing_and_mismatched_tensors_are_named():
     bad = dict(weights, **{"model.layers.0.extra.weight": torch.zeros(3)})
     with pytest.raises(ValueError, match=r"unexpected tensor 'model.layers.0.extra.weight'"):
         load_official(bad, config)
+
+
+# The released configs as published on the Hugging Face hub (huggingface.co/codefuse-ai/Rodimus-Plus-Coder-1.6B-Base
+# at 73e6fb7, huggingface.co/codefuse-admin/rodimus_1B4_base_20241001): every key is mapped or harmless.
+RELEASED_CONFIGS = {
+    "Rodimus-Plus-Coder-1.6B-Base": {
+        "activation_dropout": 0.0, "architectures": ["RodimusForCausalLM"], "attention_dropout": 0.0,
+        "attn_cfg": {"ffn_expand_ratio": 1.3333333333333333, "num_heads": 16, "num_heads_k": 1, "num_heads_v": 16,
+                     "rotary_emb_dim": -1, "rotary_emb_scale_base": None, "window_size": 4096},
+        "bos_token_id": 126080, "d_model": 2048, "dropout": 0.0, "eos_token_id": 126081, "initializer_range": 0.02,
+        "max_position_embeddings": 4096,
+        "mixer_cfg": {"expand_ratio": 2.0, "input_gate_low_rank": "auto", "mem_size": 64, "mode": "fused_chunk",
+                      "normalize_epsilon": 1e-05},
+        "model_type": "rodimus", "n_layer": 24, "norm_epsilon": 1e-05, "rescale_prenorm_residual": True,
+        "residual_in_fp32": True, "tie_word_embeddings": True, "torch_dtype": "float32", "transformers_version": "4.42.0",
+        "use_cache": True, "use_fast_path": True, "use_fused_cross_entropy": True, "use_norm_embedding": False,
+        "use_scale_embedding": False, "vocab_size": 126464, "block_type": "rodimus_plus",
+        "auto_map": {"AutoConfig": "configuration_rodimus.RodimusConfig",
+                     "AutoModel": "modeling_rodimus.RodimusForCausalLM",
+                     "AutoModelForCausalLM": "modeling_rodimus.RodimusForCausalLM"},
+    },
+    "rodimus_1B4_base_20241001": {
+        "activation_dropout": 0.0, "attention_dropout": 0.0,
+        "attn_cfg": {"ffn_expand_ratio": 1.3333333333333333, "num_heads": None, "num_heads_k": None,
+                     "num_heads_v": None, "rotary_emb_dim": -1, "rotary_emb_scale_base": None, "window_size": 128},
+        "d_model": 2048, "dropout": 0.0, "initializer_range": 0.02, "max_position_embeddings": 2048,
+        "mixer_cfg": {"expand_ratio": 2.0, "input_gate_low_rank": "auto", "mem_size": 64, "mode": "fused_chunk"},
+        "model_type": "rodimus", "n_layer": 48, "norm_epsilon": 1e-05, "residual_in_fp32": True,
+        "tie_word_embeddings": True, "transformers_version": "4.37.2", "use_cache": True, "use_fast_path": True,
+        "vocab_size": 126464, "eos_token_id": 126081, "bos_token_id": 126080, "pad_token_id": None,
+        "block_type": "rodimus", "torch_dtype": "float16", "architectures": ["RodimusForCausalLM"],
+    },
+}
+
+
+def test_released_configs_map():
+    plus = config_from_official(RELEASED_CONFIGS["Rodimus-Plus-Coder-1.6B-Base"])
+    assert (plus.block, plus.n_layers, plus.layout, plus.num_heads, plus.head_dim, plus.window) == \
+        ("rodimus_plus", 24, "ska", 16, 128, 2049)
+    assert plus.tie_embeddings and plus.rope_dim is None and plus.xpos_scale_base is None and plus.embed_scale == 1.0
+    assert (plus.d_inner, plus.low_rank, plus.ffn_dim) == (4096, 32, 2736)
+    base = config_from_official(RELEASED_CONFIGS["rodimus_1B4_base_20241001"])
+    assert (base.block, base.n_layers, base.mem_size, base.window) == ("rodimus", 48, 64, None)
