@@ -58,7 +58,8 @@ EXAMPLES = {
     "eval": ["rodimus-lab eval --checkpoint runs/mqar128          # the run's latest checkpoint",
              "rodimus-lab eval --checkpoint runs/mqar128/checkpoints/ckpt-000500.json"],
     "generate": ["rodimus-lab generate --checkpoint runs/wt103 --prompt 'The history of' --top-p 0.9",
-                 "rodimus-lab generate --checkpoint runs/mqar128 --prompt-ids '3 40 5 50 3' --temperature 0"],
+                 "rodimus-lab generate --checkpoint runs/mqar128 --prompt-ids '3 40 5 50 3' --temperature 0",
+                 "rodimus-lab generate --pretrained codefuse-ai/Rodimus-Plus-Coder-1.6B-Base --prompt 'def fib(n):'"],
     "info": ["rodimus-lab info --d-model 2048 --n-layers 48 --context 4096",
              "rodimus-lab info --block transformer --d-model 768 --n-heads 12 --context 1024 32768"],
     "bench": ["rodimus-lab bench decode --device cuda --contexts 1024,32768   # decoding latency/memory vs context",
@@ -393,6 +394,20 @@ def _load_run(checkpoint: str):
     return model, meta
 
 
+def _load_pretrained(source: str):
+    """Model and tokenizer (None without a tokenizer.json) of a released checkpoint: a folder or hub repo id."""
+    from .pretrained import PretrainedError, from_pretrained, load_tokenizer, snapshot_folder
+
+    try:
+        folder = snapshot_folder(source)
+        model = from_pretrained(folder)
+        tokenizer = load_tokenizer(folder) if (folder / "tokenizer.json").is_file() else None
+    except PretrainedError as e:
+        raise CommandError(str(e)) from None
+    print(f"pretrained {folder}", file=sys.stderr)
+    return model, tokenizer
+
+
 def cmd_eval(args) -> int:
     model, meta = _load_run(args.checkpoint)
     if "data" not in meta["extra"]:
@@ -432,12 +447,15 @@ def cmd_generate(args) -> int:
     from .data.text import get_tokenizer
     from .generate import generate
 
-    model, meta = _load_run(args.checkpoint)
-    model.eval()
-    tokenizer = None
-    if meta["extra"].get("tokenizer"):
-        t = meta["extra"]["tokenizer"]
-        tokenizer = get_tokenizer(t["name"], tokenizer_path=t["path"])
+    if args.pretrained is not None:
+        model, tokenizer = _load_pretrained(args.pretrained)
+    else:
+        model, meta = _load_run(args.checkpoint)
+        model.eval()
+        tokenizer = None
+        if meta["extra"].get("tokenizer"):
+            t = meta["extra"]["tokenizer"]
+            tokenizer = get_tokenizer(t["name"], tokenizer_path=t["path"])
     if args.prompt_ids is not None:
         ids = args.prompt_ids
         vocab = model.config.vocab_size
@@ -535,7 +553,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = _command(sub, "generate", "sample from a checkpoint with the recurrent state")
-    p.add_argument("--checkpoint", required=True, help=checkpoint_help)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help=checkpoint_help)
+    source.add_argument("--pretrained", metavar="FOLDER_OR_REPO_ID",
+                        help="a released official checkpoint: a Hugging Face snapshot folder or repo id, e.g. "
+                             "codefuse-ai/Rodimus-Plus-Coder-1.6B-Base (downloaded once; see docs/official.md)")
     p.add_argument("--prompt", help="text (runs with a tokenizer: text runs)")
     p.add_argument("--prompt-ids", type=_token_ids, help="token ids separated by spaces or commas, e.g. '12 7 99'")
     p.add_argument("--max-new-tokens", type=_int_from(0), default=50, help="tokens to sample (default 50)")

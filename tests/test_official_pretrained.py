@@ -186,3 +186,23 @@ def test_gate_explorer_reads_a_loaded_checkpoint(snapshot):
 
     explorer = GateExplorer(from_pretrained(snapshot), {"words": "w1 w5 w9 w2 w7"}, tokenizer=load_tokenizer(snapshot))
     assert explorer.token.max == 4 and explorer.layer.options == (0, 1)
+
+
+def test_cli_generate_from_a_snapshot_folder(snapshot, capsys, monkeypatch):
+    from rodimus_lab.cli import main
+
+    args = ["generate", "--pretrained", str(snapshot), "--prompt", "w1 w5 w9", "--max-new-tokens", "4", "--temperature", "0"]
+    assert main(args) == 0
+    out = capsys.readouterr().out.split()
+    assert out[:3] == ["w1", "w5", "w9"] and len(out) == 7
+    expected = generate_greedy(from_pretrained(snapshot), [1, 5, 9], 4)
+    assert out[3:] == [f"w{i}" for i in expected]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["generate", "--pretrained", "codefuse-ai/not-cached-here", "--prompt-ids", "1"]) == 2
+    assert "not in the Hugging Face cache and HF_HUB_OFFLINE is set" in capsys.readouterr().err
+
+
+def generate_greedy(model, prompt, new):
+    from rodimus_lab.generate import generate
+
+    return generate(model, torch.tensor([prompt]), new, temperature=0)[0, len(prompt):].tolist()
