@@ -18,9 +18,8 @@ import torch
 
 from rodimus_lab import ModelConfig, RodimusLM, seed_everything, viz
 from rodimus_lab.attention import attention
-from rodimus_lab.data.mqar import make_mqar_splits, mqar_preset
+from rodimus_lab.data.mqar import make_mqar_splits, mqar_preset, mqar_token_labels
 from rodimus_lab.ddts import ddts_gates, ddts_parallel, effective_key
-from rodimus_lab.report import mqar_token_labels
 from rodimus_lab.train import Trainer, TrainConfig
 
 OUT = Path(__file__).resolve().parent / "figures"

@@ -31,7 +31,7 @@ import torch
 
 from rodimus_lab import ModelConfig, RodimusLM, seed_everything, viz
 from rodimus_lab.data.mqar import make_mqar_splits, mqar_preset
-from rodimus_lab.report import mqar_token_labels
+from rodimus_lab.data.mqar import mqar_token_labels
 from rodimus_lab.train import Trainer, TrainConfig
 
 viz.use_notebook_renderer()

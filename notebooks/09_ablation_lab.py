@@ -34,7 +34,7 @@ import tempfile
 import torch
 
 from rodimus_lab import viz
-from rodimus_lab.report import mqar_token_labels
+from rodimus_lab.data.mqar import mqar_token_labels
 from rodimus_lab.widgets import AblationLab, AttentionExplorer, GateExplorer
 
 viz.use_notebook_renderer()

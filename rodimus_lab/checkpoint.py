@@ -28,6 +28,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from .config import ModelConfig
+from .files import atomic_write
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "list_checkpoints",
            "latest_checkpoint", "rng_state", "set_rng_state"]
@@ -42,15 +43,6 @@ class CheckpointError(RuntimeError):
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- RNG
@@ -146,8 +138,8 @@ def save_checkpoint(directory: str | os.PathLike, *, model: torch.nn.Module, ste
     stem = f"ckpt-{step:06d}"
     meta["tensors_file"] = f"{stem}.safetensors"
     meta["sha256"] = _sha256(blob)
-    _atomic_write(directory / meta["tensors_file"], blob)
-    _atomic_write(directory / f"{stem}.json", json.dumps(meta, indent=1).encode())
+    atomic_write(directory / meta["tensors_file"], blob)
+    atomic_write(directory / f"{stem}.json", json.dumps(meta, indent=1))
     if keep_last is not None:
         for old in list_checkpoints(directory)[:-keep_last]:
             old.unlink(missing_ok=True)

@@ -344,7 +344,8 @@ def _print_eval(history) -> None:
 
 
 def cmd_demo(args) -> int:
-    from .report import gate_figure, mqar_token_labels, write_report
+    from .data.mqar import mqar_token_labels
+    from .report import gate_figure, write_report
 
     base = json.loads(json.dumps(DEMO))
     if args.fast:   # a smoke run for tests: seconds, not minutes (accuracy will be low)

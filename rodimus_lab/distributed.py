@@ -1,6 +1,6 @@
 """Data parallelism on PyTorch's own engine: torchrun + ``torch.distributed`` + DistributedDataParallel.
 
-    torchrun --nproc_per_node=2 -m rodimus_lab.train --task mqar --out runs/x   # or:
+    torchrun --nproc_per_node=2 -m rodimus_lab train --task mqar --out runs/x   # or:
     rodimus-lab train --nproc 2 --task mqar --out runs/x
 
 torchrun starts one process per GPU (or CPU worker) and tells each who it is through the
@@ -55,7 +55,7 @@ def _env_int(name: str) -> int:
         return int(text)
     except ValueError:
         raise ValueError(f"environment variable {name}={text!r} is not an integer; launch with "
-                         "`torchrun --nproc_per_node=N -m rodimus_lab.train …` (it sets it)") from None
+                         "`torchrun --nproc_per_node=N -m rodimus_lab train …` (it sets it)") from None
 
 
 def _read_env() -> DistInfo:
@@ -183,7 +183,7 @@ def torchrun_command(nproc: int, train_args: list[str], *, port: int | None = No
         raise ValueError(f"--nproc {nproc!r} is invalid: the number of processes must be an int ≥ 1")
     return [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={nproc}",
             "--master_addr=127.0.0.1", f"--master_port={port or _free_port()}",
-            "-m", "rodimus_lab.train", *train_args]
+            "-m", "rodimus_lab", "train", *train_args]
 
 
 def launch(command: list[str]) -> int:

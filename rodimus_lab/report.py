@@ -12,23 +12,10 @@ from pathlib import Path
 
 import torch
 
-from .data.mqar import IGNORE
+from .files import atomic_write
 from .viz import gate_heatmaps, probe, training_curves
 
-__all__ = ["mqar_token_labels", "gate_figure", "write_report"]
-
-
-def mqar_token_labels(inputs: torch.Tensor, labels: torch.Tensor, num_kv_pairs: int) -> list[str]:
-    """Axis labels for one MQAR example: K/V in the context, Q→value at queries, ``·`` for filler."""
-    out = []
-    for t, (tok, lab) in enumerate(zip(inputs.tolist(), labels.tolist())):
-        if t < 2 * num_kv_pairs:
-            out.append(f"{'K' if t % 2 == 0 else 'V'}{tok}")
-        elif lab != IGNORE:
-            out.append(f"Q{tok}→{lab}")
-        else:
-            out.append("·")
-    return out
+__all__ = ["gate_figure", "write_report"]
 
 
 def gate_figure(model, inputs: torch.Tensor, tokens: list[str] | None = None, layer: int = -1, title: str | None = None):
@@ -54,10 +41,7 @@ def write_report(path: str | os.PathLike, *, title: str, summary: dict, history:
             "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}"
             "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:4px 10px;text-align:left}</style>"
             f"</head><body><h1>{html.escape(title)}</h1><table>{rows}</table>{''.join(body)}</body></html>")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, page)
 
 
 def _fmt(v) -> str:

@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 from . import distributed
 from .config import BOOL, Allowed, DictConfig, int_from, number_above, number_from, number_in, one_of, setting
 from .checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
-from .data.mqar import IGNORE, MQARSplit, mqar_example_accuracy
+from .data.mqar import IGNORE, MQARSplit
+from .files import atomic_write
 
 __all__ = ["TrainConfig", "Trainer", "Callback", "AccuracyCheck", "TrainingDiverged", "RunFolderError", "evaluate",
            "param_groups", "no_weight_decay", "resolve_device", "run_files", "clear_run_folder"]
@@ -197,18 +198,20 @@ def _named_sets(data) -> dict:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data, *, batch_size: int = 64, device=None, precision: str = "auto") -> dict:
-    """Loss and perplexity (token-weighted) of every example set; MQAR accuracy where the set is MQAR.
+    """Loss and perplexity (token-weighted) of every example set, and the per-example metrics a set
+    defines (``examples.metrics(logits, labels) -> {name: [N]}``: MQAR's accuracy).
 
-    Keys: ``eval_loss``, ``eval_ppl``, ``eval_accuracy`` over everything, and ``eval_loss/NAME``,
-    ``eval_accuracy/NAME`` per named set (per (L, p) slice for a list of MQAR splits).
+    Keys: ``eval_loss``, ``eval_ppl``, ``eval_NAME`` (e.g. ``eval_accuracy``) over everything, and
+    ``eval_loss/SET``, ``eval_NAME/SET`` per named set (per (L, p) slice for a list of MQAR splits).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
     sets = _named_sets(data)
-    out, loss_sum, tokens, accuracies = {}, 0.0, 0, []
+    out, loss_sum, tokens, per_example = {}, 0.0, 0, {}
     for name, examples in sets.items():
-        set_loss, set_tokens, set_acc = 0.0, 0, []
+        set_loss, set_tokens, set_metrics = 0.0, 0, {}
+        metrics = getattr(examples, "metrics", None)   # what this kind of data measures besides the loss
         for start in range(0, len(examples), batch_size):
             x, y = examples[torch.arange(start, min(start + batch_size, len(examples)))]
             x, y = x.to(device), y.to(device)
@@ -216,19 +219,19 @@ def evaluate(model: torch.nn.Module, data, *, batch_size: int = 64, device=None,
                 logits = model(x).logits.float()
             set_loss += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum"))
             set_tokens += int((y != IGNORE).sum())
-            if isinstance(examples, MQARSplit):
-                set_acc.append(mqar_example_accuracy(logits, y).cpu())
+            for metric, values in (metrics(logits, y) if metrics else {}).items():
+                set_metrics.setdefault(metric, []).append(values.cpu())
         if name and len(sets) > 1:
             out[f"eval_loss/{name}"] = set_loss / max(set_tokens, 1)
-            if set_acc:
-                out[f"eval_accuracy/{name}"] = float(torch.cat(set_acc).nanmean())
-        loss_sum, tokens, accuracies = loss_sum + set_loss, tokens + set_tokens, accuracies + set_acc
+            out.update({f"eval_{metric}/{name}": float(torch.cat(v).nanmean()) for metric, v in set_metrics.items()})
+        loss_sum, tokens = loss_sum + set_loss, tokens + set_tokens
+        for metric, values in set_metrics.items():
+            per_example.setdefault(metric, []).extend(values)
     if tokens == 0:
         raise ValueError("evaluate: the evaluation data hold no labelled tokens")
     out["eval_loss"] = loss_sum / tokens
     out["eval_ppl"] = math.exp(min(out["eval_loss"], 50.0))
-    if accuracies:
-        out["eval_accuracy"] = float(torch.cat(accuracies).nanmean())
+    out.update({f"eval_{metric}": float(torch.cat(v).nanmean()) for metric, v in per_example.items()})
     model.train(was_training)
     return out
 
@@ -415,9 +418,7 @@ class Trainer:
         if self.out_dir is None or not self.is_main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.out_dir / ".config.json.tmp"
-        tmp.write_text(json.dumps(self.run_config(), indent=2))
-        os.replace(tmp, self.out_dir / "config.json")
+        atomic_write(self.out_dir / "config.json", json.dumps(self.run_config(), indent=2))
 
     def save_checkpoint(self) -> Path | None:
         if self.out_dir is None:
@@ -448,15 +449,6 @@ class Trainer:
             kept = [r for r in map(json.loads, log.read_text().splitlines()) if r["step"] <= self.step]
             self.history = kept
             if self.is_main:
-                tmp = log.with_name(".metrics.jsonl.tmp")
-                tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-                os.replace(tmp, log)
+                atomic_write(log, "".join(json.dumps(r) + "\n" for r in kept))
         return meta
 
-
-if __name__ == "__main__":   # torchrun --nproc_per_node=N -m rodimus_lab.train ARGS  ≡  rodimus-lab train ARGS
-    import sys
-
-    from .cli import main
-
-    sys.exit(main(["train", *sys.argv[1:]]))

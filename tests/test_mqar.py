@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rodimus_lab.data.mqar import (IGNORE, MQAR_PRESETS, generate_mqar, make_mqar_splits, mqar_accuracy,
-                                   mqar_example_accuracy, mqar_grid, mqar_preset)
+                                   mqar_example_accuracy, mqar_grid, mqar_preset, mqar_token_labels)
 from rodimus_lab.train import evaluate
 
 L, P, V = 64, 4, 512
@@ -176,3 +176,13 @@ def test_many_examples_each_have_all_queries():
     """The vectorised sampler (rows with repeated keys are redrawn) at a realistic size."""
     x, y = generate_mqar(20_000, 256, 16, seed=0)
     assert x.shape == (20_000, 256) and int((y != IGNORE).sum()) == 20_000 * 16
+
+
+def test_token_labels_name_context_queries_and_filler():
+    inputs, labels = generate_mqar(1, 16, 2, vocab_size=32, random_non_queries=False, seed=0)
+    names = mqar_token_labels(inputs[0], labels[0], 2)
+    ids = inputs[0].tolist()
+    assert names[:4] == [f"K{ids[0]}", f"V{ids[1]}", f"K{ids[2]}", f"V{ids[3]}"]
+    queries = [t for t in range(16) if labels[0, t] != IGNORE]
+    assert len(queries) == 2 and all(names[t] == f"Q{ids[t]}→{int(labels[0, t])}" for t in queries)
+    assert all(names[t] == "·" for t in range(4, 16) if t not in queries)

@@ -15,7 +15,7 @@ from plotly.callbacks import Points
 from rodimus_lab import ModelConfig, RodimusLM
 from rodimus_lab.train import TrainConfig, Trainer
 from rodimus_lab.widgets import AblationLab, AttentionExplorer, GateExplorer, RunCache, TrainingDashboard, run_key
-from rodimus_lab.widgets import runs as runs_module
+from rodimus_lab import runs as runs_module
 from rodimus_lab.data.recipe import DataConfig, build_data
 
 

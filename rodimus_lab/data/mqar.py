@@ -1,4 +1,4 @@
-"""MQAR — multi-query associative recall, with Zoology's definition (notes §7).
+"""MQAR — multi-query associative recall, with Zoology's definition (docs/equations.md §7).
 
 An example of length L with p key-value pairs:
 
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 __all__ = [
-    "generate_mqar", "mqar_accuracy", "mqar_example_accuracy",
+    "generate_mqar", "mqar_accuracy", "mqar_example_accuracy", "mqar_token_labels",
     "MQARPreset", "MQARSplit", "MQAR_PRESETS", "MQAR_GRIDS", "mqar_preset", "mqar_grid", "make_mqar_splits",
 ]
 
@@ -122,6 +122,20 @@ def mqar_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(per_example.mean())
 
 
+def mqar_token_labels(inputs: torch.Tensor, labels: torch.Tensor, num_kv_pairs: int) -> list[str]:
+    """What each token of one MQAR example is, for axis labels: ``K<id>``/``V<id>`` in the context,
+    ``Q<id>→<value>`` at a query, ``·`` for filler."""
+    out = []
+    for t, (tok, lab) in enumerate(zip(inputs.tolist(), labels.tolist())):
+        if t < 2 * num_kv_pairs:
+            out.append(f"{'K' if t % 2 == 0 else 'V'}{tok}")
+        elif lab != IGNORE:
+            out.append(f"Q{tok}→{lab}")
+        else:
+            out.append("·")
+    return out
+
+
 # ---------------------------------------------------------------------------- presets
 
 @dataclass(frozen=True)
@@ -140,7 +154,7 @@ class MQARPreset:
         return f"L{self.seq_len}_p{self.num_kv_pairs}"
 
 
-# Zoology's standard grid (notes §7): train 100k / test 3k, V = 8192.
+# Zoology's standard grid (docs/equations.md §7): train 100k / test 3k, V = 8192.
 MQAR_PRESETS: dict[str, MQARPreset] = {
     "L64_p4": MQARPreset(64, 4),
     "L128_p8": MQARPreset(128, 8),
@@ -195,6 +209,11 @@ class MQARSplit:
     def __getitem__(self, index) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, labels) of the examples at ``index`` (the Trainer's example-set protocol)."""
         return self.inputs[index], self.labels[index]
+
+    @staticmethod
+    def metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What ``evaluate`` reports for MQAR besides the loss, per example: the recall accuracy."""
+        return {"accuracy": mqar_example_accuracy(logits, labels)}
 
 
 def make_mqar_splits(preset: MQARPreset | str, seed: int = 0) -> tuple[MQARSplit, MQARSplit]:

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..files import atomic_path
+
 __all__ = [
     "DataUnavailableError", "read_split", "train_bpe", "load_bpe", "gpt2_tokenizer", "get_tokenizer",
     "tokenize_to_cache", "TokenBlocks", "TextData", "load_text_data", "default_data_dir", "HUB_CONFIGS",
@@ -202,9 +204,8 @@ def train_bpe(lines: list[str], vocab_size: int = 8192, data_dir: str | os.PathL
                                   special_tokens=["<|endoftext|>"], show_progress=False)
     tok.train_from_iterator(lines, trainer=trainer, length=len(lines))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tok.save(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tok.save(str(tmp))
     return BPETokenizer(tok, key, path)
 
 
@@ -288,9 +289,8 @@ def tokenize_to_cache(lines: list[str], tokenizer, data_dir=None, *, chunk_lines
             ids = tokenizer.encode_batch(lines[start:start + chunk_lines])
             parts.append(np.fromiter((t for seq in ids for t in seq), dtype=dtype))
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npy")
-        np.save(tmp, np.concatenate(parts) if parts else np.zeros(0, dtype=dtype))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.save(tmp, np.concatenate(parts) if parts else np.zeros(0, dtype=dtype))
     return np.load(path, mmap_mode="r")
 
 

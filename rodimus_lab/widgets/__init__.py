@@ -5,6 +5,6 @@ from .ablation import AblationLab
 from .attention_explorer import AttentionExplorer
 from .dashboard import TrainingDashboard
 from .gate_explorer import GateExplorer
-from .runs import ExampleSlice, RunCache, RunResult, run_key, train_run
+from ..runs import ExampleSlice, RunCache, RunResult, run_key, train_run
 
 __all__ = ["AblationLab", "AttentionExplorer", "GateExplorer", "TrainingDashboard", "ExampleSlice", "RunCache", "RunResult", "run_key", "train_run"]

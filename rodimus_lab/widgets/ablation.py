@@ -23,13 +23,12 @@ import ipywidgets as widgets
 import torch
 
 from ..config import ATTN_LAYOUTS, BLOCKS, GATES, ModelConfig
-from ..data.mqar import MQAR_PRESETS
+from ..data.mqar import MQAR_PRESETS, mqar_token_labels
 from ..data.recipe import DataConfig, build_data, data_vocab_size
-from ..report import mqar_token_labels
+from ..runs import ExampleSlice, RunCache, RunResult, run_key, train_run
 from ..train import Callback, TrainConfig
 from .common import ErrorBox, guarded, run_stepwise
 from .dashboard import TrainingDashboard
-from .runs import ExampleSlice, RunCache, RunResult, run_key, train_run
 
 __all__ = ["AblationLab"]
 

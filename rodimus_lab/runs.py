@@ -1,4 +1,5 @@
-"""Training runs for the widgets: seeded step-by-step fits, results cached by config hash.
+"""Training runs as the widgets and sweeps drive them: seeded step-by-step fits, results cached by
+config hash. No UI here (``rodimus_lab.widgets`` draws them).
 
 A run is fully described by (data recipe, model config, train config) — a
 :class:`~rodimus_lab.data.recipe.DataConfig`, a ModelConfig and a TrainConfig; their hash names it,
@@ -14,12 +15,13 @@ from pathlib import Path
 
 import torch
 
-from .. import seed_everything
-from ..config import ModelConfig
-from ..data.recipe import DataConfig, build_data
-from ..memory import cache_bytes
-from ..model import RodimusLM
-from ..train import Callback, TrainConfig, Trainer
+from . import seed_everything
+from .config import ModelConfig
+from .data.recipe import DataConfig, build_data
+from .files import atomic_write
+from .memory import cache_bytes
+from .model import RodimusLM
+from .train import Callback, TrainConfig, Trainer
 
 __all__ = ["ExampleSlice", "RunResult", "RunCache", "run_key", "train_run"]
 
@@ -106,7 +108,7 @@ class RunCache:
         self._runs[result.key] = result
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
-            (self.directory / f"{result.key}.json").write_text(json.dumps(result.to_json()))
+            atomic_write(self.directory / f"{result.key}.json", json.dumps(result.to_json()))
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
