@@ -92,7 +92,7 @@ viz.compare_with_paper(results, viz.paper.FIG1B_MQAR_VS_STATE_SIZE, x_title="sta
                        y_title="MQAR accuracy", title="3 · MQAR accuracy vs state size")
 
 # %%
-# check: the paper's points are the published ones (notes §6), drawn unchanged
+# check: the paper's points are the published ones (docs/equations.md §6), drawn unchanged
 assert viz.paper.FIG1B_MQAR_VS_STATE_SIZE["Rodimus+"][2] == (64, 0.91)
 assert viz.paper.FIG1B_MQAR_VS_STATE_SIZE["Rodimus"][-1] == (256, 0.82)
 print("paper reference points ✓")

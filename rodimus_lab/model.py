@@ -121,7 +121,7 @@ def _glue():
 # --------------------------------------------------------------------- the mixer
 
 class RodimusMixer(nn.Module):
-    """One Rodimus flow: short conv, DDTS, gated RMSNorm (notes §2).
+    """One Rodimus flow: short conv, DDTS, gated RMSNorm (docs/equations.md §2).
 
     [x', z] = x W_fc;  x̃ = SiLU(conv(x'));  q, k = x̃ W_q, x̃ W_k;  g, τ from x̃ W_g|τ;
     v = sigmoid((x' W_1) W_2 + b) ⊙ x';  o = DDTS(q, α̂ ⊙ k/‖k‖, v, log α) + d ⊙ x̃;
@@ -439,7 +439,7 @@ class RodimusLM(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self):
-        """The official initialisation (notes §2)."""
+        """The official initialisation (docs/equations.md §2)."""
         c = self.config
         for module in self.modules():
             if isinstance(module, nn.Linear):
@@ -546,7 +546,7 @@ def _xavier(weight, gain=2 ** -2.5):
 
 @torch.no_grad()
 def _init_mixer(mixer: RodimusMixer):
-    """Notes §2: Xavier(gain 2^−2.5) for the DDTS projections, gate biases from ranges."""
+    """docs/equations.md §2: Xavier(gain 2^−2.5) for the DDTS projections, gate biases from ranges."""
     _xavier(mixer.in_proj.weight)
     _xavier(mixer.ch_gate_proj[0].weight)
     _xavier(mixer.ch_gate_proj[1].weight)

@@ -166,7 +166,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def no_weight_decay(name: str, param: torch.Tensor) -> bool:
-    """Biases, norm weights, the residual weight (notes §2) and embeddings are not decayed."""
+    """Biases, norm weights, the residual weight (docs/equations.md §2) and embeddings are not decayed."""
     return param.ndim < 2 or name.endswith("residual_weight") or name.startswith("embeddings.")
 
 

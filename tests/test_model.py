@@ -1,4 +1,4 @@
-"""Models: a from-scratch recomputation of the notes' equations agrees; decoding = forward;
+"""Models: a from-scratch recomputation of the equations (docs/equations.md) agrees; decoding = forward;
 official checkpoints load; configs refuse bad values."""
 
 import math
@@ -22,7 +22,7 @@ def rms_norm(x, w, eps=1e-5):
 # ---------------------------------------------------------------- from scratch
 
 def rodimus_block_from_notes(mixer, x):
-    """Notes §2, token by token, written from the equations (not from model.py)."""
+    """docs/equations.md §2, token by token, written from the equations (not from model.py)."""
     W = {name: p.detach() for name, p in mixer.named_parameters()}
     B, T, d = x.shape
     m, n = mixer.config.d_inner, mixer.config.mem_size
@@ -50,7 +50,7 @@ def rodimus_block_from_notes(mixer, x):
 
 
 def swa_from_notes(attn, x, window):
-    """SW-SKA (notes §4) with explicit loops over heads and positions."""
+    """SW-SKA (docs/equations.md §4) with explicit loops over heads and positions."""
     c = attn.config
     H, dh = c.num_heads, c.head_dim
     W = {name: p.detach() for name, p in attn.named_parameters()}
@@ -271,7 +271,7 @@ def test_load_official_round_trip(block):
         assert cfg.layout == "ska" and cfg.window == 5 and cfg.ffn_dim == align8(256 * 4 / 3)
     source = randomize(RodimusLM(cfg))
     state_dict = official_state_dict(source)
-    # the names are the official ones (notes §5)
+    # the names are the official ones (docs/equations.md §5)
     assert "model.layers.0.mixer.inner_mixer.in_proj.weight" in state_dict
     assert "model.layers.0.mixer.fc.weight" in state_dict and "lm_head.weight" in state_dict
     assert tuple(state_dict["model.layers.0.mixer.inner_mixer.ch_gate_proj.0.weight"].shape) == (16, 512)

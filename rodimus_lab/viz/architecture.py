@@ -108,7 +108,7 @@ def _layer(d: _Diagram, c: ModelConfig) -> float:
 
 
 def _flow(d: _Diagram, c: ModelConfig, x0: float) -> None:
-    """Inside the Rodimus flow (notes §2), drawn in the column starting at x0."""
+    """Inside the Rodimus flow (docs/equations.md §2), drawn in the column starting at x0."""
     m, n = c.d_inner, c.mem_size
     X = lambda dx: x0 + dx  # noqa: E731 (a column offset)
     d.box("f_in", X(2), 0, "normed x  [T, %d]" % c.d_model, "stream", w=1.9)

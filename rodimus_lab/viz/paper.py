@@ -1,4 +1,4 @@
-"""The paper's published points, to draw beside ours (read off its Fig. 1, ±2%; notes §6).
+"""The paper's published points, to draw beside ours (read off its Fig. 1, ±2%; docs/equations.md §6).
 
 Each series is a list of (x, y) pairs. These are reference data for plots, not results of this
 repository: every figure that shows them labels them "paper".
