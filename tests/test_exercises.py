@@ -11,11 +11,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rodimus_lab.exercises import ExerciseFailed, check, exercises, get_exercise
+from rodimus_lab import RodimusLM, seed_everything
+from rodimus_lab.attention import attention, rope
+from rodimus_lab.data.mqar import make_mqar_splits
+from rodimus_lab.ddts import ddts_recurrent
+from rodimus_lab.exercises import ExerciseFailed, check, check_recall_experiment, exercises, get_exercise
+from rodimus_lab.exercises.block_exercises import mixer_reference
+from rodimus_lab.train import Trainer
 
 IDS = list(exercises())
 REQUIRED = {"ddts_gates", "ddts_step", "ddts_recurrent", "ddts_parallel_mask", "ddts_chunkwise", "short_conv_step",
-            "ska_attention", "sliding_window_mask", "rope", "two_hop_residual", "state_bytes", "mqar_accuracy"}
+            "ska_attention", "sliding_window_mask", "rope", "two_hop_residual", "state_bytes", "mqar_accuracy",
+            "sw_ska_layer", "rodimus_mixer", "recall_after_training"}
 
 
 def failure(exercise_id, fn, seed=0) -> str:
@@ -343,6 +350,72 @@ def mqar_shifted(logits, labels):
     return (((preds == targets) & keep).sum(1) / keep.sum(1)).mean().item()
 
 
+# sw_ska_layer (a student reusing the library's pieces, with one slip each)
+def sw_mask_after_softmax(q, k, v, window, offset=0):
+    q, k = rope(q, offset=offset), rope(k, offset=offset)
+    scores = torch.einsum("bihd,bjd->bhij", q, k[:, :, 0]) / q.shape[-1] ** 0.5
+    T = q.shape[1]
+    i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    return torch.einsum("bhij,bjhd->bihd", scores.softmax(-1) * ((j <= i) & (j > i - window)), v)
+
+
+def sw_key_not_rotated(q, k, v, window, offset=0):
+    return attention(rope(q, offset=offset), k, v, window=window)
+
+
+def sw_window_plus_one(q, k, v, window, offset=0):
+    return attention(rope(q, offset=offset), rope(k, offset=offset), v, window=window + 1)
+
+
+# rodimus_mixer (written with the mixer's own Linear layers and F.conv1d)
+def _student_mixer(mixer, x, *, value="x_pre", skip=True, gate_then_norm=True):
+    c = mixer.config
+    x_pre, z = mixer.fc(x).chunk(2, dim=-1)
+    conv = mixer.short_conv.conv1d
+    xc = F.silu(F.conv1d(x_pre.transpose(1, 2), conv.weight, conv.bias, padding=c.conv_size - 1,
+                         groups=c.d_inner)[..., :x.shape[1]].transpose(1, 2))
+    q, k = mixer.in_proj(xc).chunk(2, dim=-1)
+    g_logits, tau_logits = mixer.mem_gate_proj(xc).chunk(2, dim=-1)
+    g, tau = F.softplus(g_logits), torch.sigmoid(tau_logits)
+    k = F.normalize(k, dim=-1) * g ** tau
+    v = torch.sigmoid(mixer.ch_gate_proj(x_pre)) * (x_pre if value == "x_pre" else xc)
+    o, _ = ddts_recurrent(q[:, :, None], k[:, :, None], v[:, :, None], (-tau * g)[:, :, None])
+    o = o[:, :, 0] + (mixer.residual_weight * xc if skip else 0)
+    h = mixer.act_norm(o * F.silu(z)) if gate_then_norm else mixer.act_norm(o) * F.silu(z)
+    return mixer.out_proj(h)
+
+
+def mixer_value_after_conv(mixer, x):
+    return _student_mixer(mixer, x, value="x_conv")
+
+
+def mixer_no_skip(mixer, x):
+    return _student_mixer(mixer, x, skip=False)
+
+
+def mixer_norm_then_gate(mixer, x):
+    return _student_mixer(mixer, x, gate_then_norm=False)
+
+
+# recall_after_training
+def _student_run(config, task, train_config, *, split="test"):
+    seed_everything(train_config.seed)
+    train, test = make_mqar_splits(task, seed=0)
+    return Trainer(RodimusLM(config), train, test if split == "test" else train, train_config).fit()
+
+
+def recall_last(config, task, train_config):
+    return [r for r in _student_run(config, task, train_config) if r["kind"] == "eval"][-1]["eval_accuracy"]
+
+
+def recall_on_train(config, task, train_config):
+    return max(r["eval_accuracy"] for r in _student_run(config, task, train_config, split="train") if r["kind"] == "eval")
+
+
+def recall_percent(config, task, train_config):
+    return 100 * max(r["eval_accuracy"] for r in _student_run(config, task, train_config) if r["kind"] == "eval")
+
+
 STUDENT_BUGS = [
     ("ddts_gates", gates_exp_minus_g, "τ missing in the decay"),
     ("ddts_gates", gates_tau_as_factor, "τ applied the wrong way"),
@@ -385,6 +458,15 @@ STUDENT_BUGS = [
     ("mqar_accuracy", mqar_pooled, "pooled over all positions"),
     ("mqar_accuracy", mqar_counts_ignored, "ignored positions counted"),
     ("mqar_accuracy", mqar_shifted, "labels shifted by one"),
+    ("sw_ska_layer", sw_mask_after_softmax, "mask applied after the softmax"),
+    ("sw_ska_layer", sw_key_not_rotated, "RoPE missing on the key"),
+    ("sw_ska_layer", sw_window_plus_one, "window off by one (one key too many)"),
+    ("rodimus_mixer", mixer_value_after_conv, "value from the convolved branch"),
+    ("rodimus_mixer", mixer_no_skip, "skip d ⊙ x̃ missing"),
+    ("rodimus_mixer", mixer_norm_then_gate, "norm before the output gate"),
+    ("recall_after_training", recall_last, "last evaluation instead of the best"),
+    ("recall_after_training", recall_on_train, "evaluated on the training split"),
+    ("recall_after_training", recall_percent, "percent instead of fraction"),
 ]
 
 
@@ -524,3 +606,30 @@ def test_not_implemented_deeper_down_is_not_mistaken_for_the_stub():
     message = failure("ddts_gates", gates)
     assert "your function raised NotImplementedError: this op is not supported" in message
     assert "not implemented yet" not in message
+
+
+# ------------------------------------------------------------------- the new exercises' contracts
+
+def test_the_mixer_handed_to_the_student_refuses_its_own_forward():
+    from rodimus_lab.exercises.block_exercises import _mixer_cases, _mixer_with
+    case = _mixer_cases(torch.Generator().manual_seed(0))[1]
+    mixer, x = case.args
+    with pytest.raises(RuntimeError, match="switched off in this exercise"):
+        mixer(x)
+    with torch.no_grad():   # the written-out mixer the bugs start from is the library's forward
+        torch.testing.assert_close(_mixer_with()(mixer, x), mixer_reference(mixer, x), rtol=1e-4, atol=1e-5)
+    message = failure("rodimus_mixer", lambda mixer, x: mixer(x))
+    assert "switched off in this exercise" in message and "mixer.fc" in message
+
+
+def test_recall_experiment_checker_refuses_insane_numbers_and_calls_the_winner(capsys):
+    with pytest.raises(ValueError, match="percent"):
+        check_recall_experiment({"ddts": [40.0, 50.0], "no_tau": [0.3, 0.4]})
+    with pytest.raises(ValueError, match="same number"):
+        check_recall_experiment({"ddts": [0.4, 0.5], "no_tau": [0.3]})
+    summary = check_recall_experiment({"ddts": [0.80, 0.82], "no_tau": [0.50, 0.55]}, prediction="ddts")
+    assert summary["ddts"] == pytest.approx((0.81, 0.02))
+    assert "ddts wins" in capsys.readouterr().out
+    check_recall_experiment({"ddts": [0.5, 0.7], "no_tau": [0.55, 0.6]}, prediction="ddts")
+    out = capsys.readouterr().out
+    assert "a tie" in out and "did not hold" in out

@@ -17,13 +17,20 @@ from typing import Callable
 
 from . import attention_exercises, block_exercises, ddts_exercises, mqar_exercise
 from .harness import Exercise, ExerciseFailed, run_check
+from .mqar_exercise import check_recall_experiment
 
-__all__ = ["check", "ExerciseFailed", "exercises", "get_exercise"]
+__all__ = ["check", "check_recall_experiment", "ExerciseFailed", "exercises", "get_exercise"]
 
 _ALL = {ex.id: ex for module in (ddts_exercises, block_exercises, attention_exercises, mqar_exercise)
         for ex in module.EXERCISES}
-_ORDER = ("ddts_gates", "ddts_step", "ddts_recurrent", "ddts_parallel_mask", "ddts_chunkwise", "ska_attention",
-          "sliding_window_mask", "rope", "short_conv_step", "two_hop_residual", "state_bytes", "mqar_accuracy")
+# Teaching order, by difficulty: single equations, then the pieces of a layer, then the unrolled forms, then
+# whole layers from their parts, then an experiment.
+_ORDER = ("ddts_gates", "ddts_step", "ddts_recurrent",
+          "ska_attention", "sliding_window_mask", "rope",
+          "short_conv_step", "two_hop_residual", "state_bytes",
+          "ddts_parallel_mask", "ddts_chunkwise",
+          "sw_ska_layer", "rodimus_mixer",
+          "mqar_accuracy", "recall_after_training")
 _REGISTRY: dict[str, Exercise] = {exercise_id: _ALL[exercise_id] for exercise_id in _ORDER}
 
 

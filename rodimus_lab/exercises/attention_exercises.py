@@ -1,4 +1,4 @@
-"""Exercises on SW-SKA: shared-key attention, the sliding-window mask, RoPE.
+"""Exercises on SW-SKA: shared-key attention, the sliding-window mask, RoPE, and all three at once.
 
 Answer key: :mod:`rodimus_lab.attention`.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ..attention import attention, attention_mask, rope
+from ..attention import attention, attention_mask, rope, rope_cos_sin
 from .harness import Bug, Case, Exercise, randint, randn
 
 # --------------------------------------------------------------------- ska_attention
@@ -207,4 +207,91 @@ ROPE = Exercise(
            "rotate-half pairs the first half with the second half?"),
 )
 
-EXERCISES = (SKA, WINDOW_MASK, ROPE)
+
+
+# ---------------------------------------------------------------------- sw_ska_layer
+
+def sw_ska_reference(q, k, v, window, offset=0):
+    """Sliding-window shared-key attention as a Rodimus+ layer computes it: RoPE on q and the one key head
+    (positions offset, offset + 1, …), then causal softmax attention over the last ``window`` keys.
+
+    (A common offset of queries and keys cancels in every score — RoPE depends on distances only — so
+    ``o`` does not depend on it; the cases vary it so that a student can find that out.)"""
+    return attention(rope(q, offset=offset), rope(k, offset=offset), v, window=window)
+
+
+def _sw_ska_cases(gen):
+    cases = []
+    for B, T, H, d, window, offset in [(1, 1, 2, 4, 1, 0), (2, randint(gen, 6, 9), 3, 8, randint(gen, 2, 4), 0),
+                                       (1, randint(gen, 7, 10), 2, 6, 3, randint(gen, 5, 40)),
+                                       (1, 6, 4, 8, 9, randint(gen, 1, 9))]:
+        q, k, v = randn(gen, B, T, H, d), randn(gen, B, T, 1, d), randn(gen, B, T, H, d)
+        label = f"B={B}, T={T}, H={H}, d={d}, window={window}, offset={offset}"
+        cases.append(Case((q, k, v, window), {"offset": offset} if offset else {}, label=label))
+    return cases
+
+
+def _sw_ska_with(*, rope_q=True, rope_k=True, rope_fn=rope, window_shift=0, use_window=True,
+                 causal=True, mask_after_softmax=False, scale=True, shared_values=False):
+    """SW-SKA with one possible mistake."""
+    def sw_ska_layer(q, k, v, window, offset=0):
+        T, d = q.shape[1], q.shape[-1]
+        q = rope_fn(q, offset=offset) if rope_q else q
+        k = rope_fn(k, offset=offset) if rope_k else k
+        scores = torch.einsum("bihd,bjd->bhij", q, k[:, :, 0]) * (d ** -0.5 if scale else 1.0)
+        i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+        visible = torch.ones(T, T, dtype=torch.bool)
+        if causal:
+            visible &= j <= i
+        if use_window:
+            visible &= j > i - (window + window_shift)
+        if mask_after_softmax:
+            weights = scores.softmax(-1) * visible
+        else:
+            weights = scores.masked_fill(~visible, float("-inf")).softmax(-1)
+        values = v[:, :, :1].expand_as(v) if shared_values else v
+        return torch.einsum("bhij,bjhd->bihd", weights, values)
+    return sw_ska_layer
+
+
+def _rope_swapped(x, *, offset=0):
+    cos, sin = rope_cos_sin(torch.arange(offset, offset + x.shape[1]), x.shape[-1], dtype=x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos[:, None] + torch.cat([x2, -x1], dim=-1) * sin[:, None]
+
+
+SW_SKA_LAYER = Exercise(
+    id="sw_ska_layer",
+    title="Sliding-window shared-key attention with RoPE, all at once",
+    signature=("sw_ska_layer(q, k, v, window, offset=0) -> o [B, T, H, d]; q [B, T, H, d], k [B, T, 1, d] (ONE key "
+               "head, not yet rotated), v [B, T, H, d]; token t sits at position offset + t"),
+    arg_names=("q", "k", "v", "window"),
+    outputs=("o [B, T, H, d]",),
+    reference=sw_ska_reference,
+    make_cases=_sw_ska_cases,
+    bugs=(
+        Bug("RoPE missing on the key", "rotate the shared key too: scores compare rotated q with rotated k",
+            _sw_ska_with(rope_k=False)),
+        Bug("RoPE missing on the query", "rotate the queries too: only then does a score depend on the distance",
+            _sw_ska_with(rope_q=False)),
+        Bug("RoPE missing", "rotate q and k by their positions before the dot product", _sw_ska_with(rope_q=False, rope_k=False)),
+        Bug("RoPE halves swapped", "rotate-half: (x₁, x₂) → (x₁ cos − x₂ sin, x₂ cos + x₁ sin)",
+            _sw_ska_with(rope_fn=_rope_swapped)),
+        Bug("window off by one (one key too many)", "a query sees exactly `window` keys, ITSELF included",
+            _sw_ska_with(window_shift=1)),
+        Bug("window off by one (one key too few)", "a query sees exactly `window` keys, itself included — you "
+            "keep one fewer", _sw_ska_with(window_shift=-1)),
+        Bug("window ignored", "keys older than the last `window` positions get no weight", _sw_ska_with(use_window=False)),
+        Bug("missing causal mask", "a query never sees later keys", _sw_ska_with(causal=False)),
+        Bug("mask applied after the softmax", "mask the scores with −inf BEFORE the softmax, so that each row sums to 1",
+            _sw_ska_with(mask_after_softmax=True)),
+        Bug("missing scale", "scores are ⟨q, k⟩ · d^−1/2", _sw_ska_with(scale=False)),
+        Bug("values shared across heads", "SKA shares the KEY only: query head h reads value head h",
+            _sw_ska_with(shared_values=True)),
+    ),
+    hints=("q and the one key head rotated with RoPE at positions offset … offset + T − 1 (rotate-half)?",
+           "scores [B, H, i, j] = ⟨q_i^h, k_j⟩ · d^−1/2; visible iff i − window < j ≤ i; −inf elsewhere, then softmax?",
+           "output head h mixes value head h?"),
+)
+
+EXERCISES = (SKA, WINDOW_MASK, ROPE, SW_SKA_LAYER)

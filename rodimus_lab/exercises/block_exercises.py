@@ -1,18 +1,20 @@
 """Exercises on the Rodimus blocks: the short conv's decode step, the two-hop residual,
-and how much memory decoding needs.
+how much memory decoding needs, and the whole Rodimus mixer.
 
 Answer key: :class:`rodimus_lab.model.ShortConv`, :meth:`rodimus_lab.model.Layer.forward`,
-:func:`rodimus_lab.memory.cache_bytes`.
+:func:`rodimus_lab.memory.cache_bytes`, :class:`rodimus_lab.model.RodimusMixer`.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
 
 from ..config import ModelConfig
 from ..memory import cache_bytes
-from ..model import Layer, ShortConv
+from ..model import Layer, RodimusMixer, ShortConv
 from .harness import Bug, Case, Exercise, randint, randn
 
 # ------------------------------------------------------------------- short_conv_step
@@ -264,4 +266,142 @@ STATE_BYTES = Exercise(
            "× n_layers × bytes_per_element; blocks without a mixer or attention add nothing for it?"),
 )
 
-EXERCISES = (SHORT_CONV_STEP, TWO_HOP, STATE_BYTES)
+
+
+# -------------------------------------------------------------------- rodimus_mixer
+
+class _Refused:
+    """Stands in for a method of a module handed to the student: the exercise is to write it."""
+
+    def __init__(self, owner: str, name: str):
+        self.owner, self.name = owner, name
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError(f"{self.owner}.{self.name} is switched off in this exercise: compute the mixer from its "
+                           "parameters (mixer.fc, mixer.short_conv.conv1d, mixer.in_proj, mixer.mem_gate_proj, "
+                           "mixer.ch_gate_proj, mixer.residual_weight, mixer.act_norm, mixer.out_proj)")
+
+
+def _lock(mixer: RodimusMixer) -> RodimusMixer:
+    """Switch off every method the mixer and its short conv define (forward included): calling mixer(x)
+    raises. Linear layers and the RMSNorm still run: they are one matrix product or one formula."""
+    for module, owner in ((mixer, "mixer"), (mixer.short_conv, "mixer.short_conv")):
+        for name, value in vars(type(module)).items():
+            if callable(value) and not name.startswith("__"):
+                module.__dict__[name] = _Refused(owner, name)
+    return mixer
+
+
+def mixer_reference(mixer, x):
+    """RodimusMixer.forward of the library, on an unlocked copy of ``mixer``."""
+    unlocked = copy.deepcopy(mixer)
+    for module in (unlocked, unlocked.short_conv):
+        for name in [n for n, v in vars(module).items() if isinstance(v, _Refused)]:
+            del module.__dict__[name]
+    return unlocked(x)
+
+
+def _mixer_cases(gen):
+    cases = []
+    for B, T, d, n, K in [(1, 1, 16, 4, 4), (2, randint(gen, 5, 9), 16, 8, 3), (1, randint(gen, 7, 12), 24, 6, 4)]:
+        config = ModelConfig(d_model=d, mem_size=n, conv_size=K, chunk_size=4, backend="reference")
+        with torch.random.fork_rng():
+            torch.manual_seed(randint(gen, 0, 2**31 - 1))
+            mixer = RodimusMixer(config).eval()
+            with torch.no_grad():   # every parameter away from its initial value, so each mistake shows
+                for p in mixer.parameters():
+                    p.normal_(0.0, 0.4)
+                mixer.residual_weight.normal_(1.0, 0.5)
+                mixer.act_norm.weight.normal_(1.0, 0.3)
+        x = randn(gen, B, T, d)
+        label = f"x [{B}, {T}, {d}], mem_size n={n}, d_inner m={config.d_inner}, conv_size={K}"
+        cases.append(Case((_lock(mixer), x), label=label))
+    return cases
+
+
+def _mixer_with(*, value_from="x_pre", value_gate=True, key_norm=True, alpha_hat=True, tau_in_decay=True,
+                skip_from="x_conv", output="norm(o·silu(z))", flip_kernel=False, conv_silu=True, scale=True,
+                swap_qk=False, swap_gate_logits=False):
+    """The Rodimus mixer written out from its parameters, with one possible mistake."""
+    def rodimus_mixer(mixer, x):
+        c = mixer.config
+        m, n, K = c.d_inner, c.mem_size, c.conv_size
+        B, T, _ = x.shape
+        x_pre, z = (x @ mixer.fc.weight.T).split(m, dim=-1)
+        weight = mixer.short_conv.conv1d.weight[:, 0]
+        weight = weight.flip(-1) if flip_kernel else weight
+        padded = torch.cat([x.new_zeros(B, K - 1, m), x_pre], dim=1)
+        conv = sum(padded[:, i:i + T] * weight[:, i] for i in range(K)) + mixer.short_conv.conv1d.bias
+        x_conv = F.silu(conv) if conv_silu else conv
+        q, k = (x_conv @ mixer.in_proj.weight.T).split(n, dim=-1)
+        if swap_qk:
+            q, k = k, q
+        g_logits, tau_logits = (x_conv @ mixer.mem_gate_proj.weight.T + mixer.mem_gate_proj.bias).split(n, dim=-1)
+        if swap_gate_logits:
+            g_logits, tau_logits = tau_logits, g_logits
+        g, tau = F.softplus(g_logits), torch.sigmoid(tau_logits)
+        log_alpha = -tau * g if tau_in_decay else -g
+        if key_norm:
+            k = k / k.norm(dim=-1, keepdim=True)
+        if alpha_hat:
+            k = g ** tau * k
+        low, up = mixer.ch_gate_proj
+        source = x_pre if value_from == "x_pre" else x_conv
+        v = torch.sigmoid(x_pre @ low.weight.T @ up.weight.T + up.bias) * source if value_gate else source
+        S, outputs = x.new_zeros(B, n, m), []
+        for t in range(T):
+            S = log_alpha[:, t, :, None].exp() * S + k[:, t, :, None] * v[:, t, None, :]
+            outputs.append(torch.einsum("bn,bnm->bm", q[:, t], S) * (n ** -0.5 if scale else 1.0))
+        o = torch.stack(outputs, dim=1)
+        if skip_from is not None:
+            o = o + mixer.residual_weight * (x_conv if skip_from == "x_conv" else x_pre)
+
+        def rms(h):
+            return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + c.norm_eps) * mixer.act_norm.weight
+        h = {"norm(o·silu(z))": lambda: rms(o * F.silu(z)), "norm(o)·silu(z)": lambda: rms(o) * F.silu(z),
+             "norm(o)": lambda: rms(o)}[output]()
+        return h @ mixer.out_proj.weight.T
+    return rodimus_mixer
+
+
+RODIMUS_MIXER = Exercise(
+    id="rodimus_mixer",
+    title="The whole Rodimus mixer from its parameters",
+    signature=("rodimus_mixer(mixer, x) -> y [B, T, d]; mixer a rodimus_lab.model.RodimusMixer (gate 'ddts', "
+               "short conv, key norm) whose own methods are switched off; x [B, T, d] the normed stream"),
+    arg_names=("mixer", "x"),
+    outputs=("y [B, T, d]",),
+    reference=mixer_reference,
+    make_cases=_mixer_cases,
+    bugs=(
+        Bug("value from the convolved branch", "the value is the PRE-conv branch: v = β̂ ⊙ x′ (x′ straight from "
+            "mixer.fc), while q, k and the gates read x̃", _mixer_with(value_from="x_conv")),
+        Bug("value gate missing", "the value is gated: v = σ(x′ W₁ W₂ + b) ⊙ x′ with mixer.ch_gate_proj",
+            _mixer_with(value_gate=False)),
+        Bug("key not normalised", "the key enters the state as α̂ ⊙ k / ‖k‖ (L2 norm over the n key dims)",
+            _mixer_with(key_norm=False)),
+        Bug("α̂ missing from the key", "the write gate α̂ = g^τ scales the (normalised) key", _mixer_with(alpha_hat=False)),
+        Bug("τ missing in the decay", "the decay is α = e^{−τg}: the temperature multiplies g in the exponent too",
+            _mixer_with(tau_in_decay=False)),
+        Bug("g and τ logits swapped", "mixer.mem_gate_proj gives [g logits, τ logits] in this order (n each)",
+            _mixer_with(swap_gate_logits=True)),
+        Bug("q and k swapped", "mixer.in_proj gives [q, k] in this order (n each)", _mixer_with(swap_qk=True)),
+        Bug("missing scale", "the state is read as q_t S_t · n^−1/2", _mixer_with(scale=False)),
+        Bug("skip d ⊙ x̃ missing", "after DDTS add mixer.residual_weight ⊙ x̃ (the conv output)",
+            _mixer_with(skip_from=None)),
+        Bug("skip taken from x′", "the skip adds d ⊙ x̃, the conv output, not the pre-conv branch",
+            _mixer_with(skip_from="x_pre")),
+        Bug("norm before the output gate", "the output is RMSNorm(o ⊙ SiLU(z)): gate first, then normalise",
+            _mixer_with(output="norm(o)·silu(z)")),
+        Bug("output gate missing", "multiply by SiLU(z) (the second half of mixer.fc's output) before the norm",
+            _mixer_with(output="norm(o)")),
+        Bug("kernel reversed", "Conv1d is a cross-correlation: tap K−1 multiplies the newest input",
+            _mixer_with(flip_kernel=True)),
+        Bug("SiLU after the conv missing", "x̃ = SiLU(conv(x′) + bias)", _mixer_with(conv_silu=False)),
+    ),
+    hints=("[x′, z] = x W_fcᵀ; x̃ = SiLU(causal depthwise conv(x′) + bias)?",
+           "q, k from x̃; g = softplus, τ = sigmoid of x̃ W_gateᵀ + b; key α̂ ⊙ k/‖k‖; value β̂ ⊙ x′?",
+           "o = DDTS + d ⊙ x̃; y = RMSNorm(o ⊙ SiLU(z)) W_outᵀ (RMSNorm with mixer.act_norm's weight and eps)?"),
+)
+
+EXERCISES = (SHORT_CONV_STEP, TWO_HOP, STATE_BYTES, RODIMUS_MIXER)

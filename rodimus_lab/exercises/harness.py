@@ -55,6 +55,7 @@ class Exercise:
     bugs: tuple[Bug, ...]
     hints: tuple[str, ...]              # general advice when no known bug matches
     rtol: float = 1e-4
+    trains: bool = False                # calls run with autograd on (a training run); otherwise under no_grad
 
 
 # ------------------------------------------------------------------ random cases
@@ -86,30 +87,30 @@ def _run_cases(exercise: Exercise, student_fn: Callable, seed: int) -> int:
     cases = exercise.make_cases(torch.Generator().manual_seed(seed))
     for number, case in enumerate(cases, 1):
         where = f"case {number} of {len(cases)} ({case.label}; seed {seed})"
-        expected = _call(exercise.reference, case)
+        expected = _call(exercise.reference, case, exercise.trains)
         got = _call_student(exercise, student_fn, case, where, seed)
         problems = _compare(exercise, expected, got)
         if problems:
             # Every case the student's function runs on narrows down which known bug it is.
-            runs = [(case, got)] + _quiet_runs(student_fn, cases[number:])
+            runs = [(case, got)] + _quiet_runs(student_fn, cases[number:], exercise.trains)
             raise ExerciseFailed(_failure_message(exercise, runs, where, seed, problems))
     return len(cases)
 
 
-def _quiet_runs(student_fn: Callable, cases: list[Case]) -> list[tuple[Case, Any]]:
+def _quiet_runs(student_fn: Callable, cases: list[Case], trains: bool) -> list[tuple[Case, Any]]:
     """(case, output) for the cases the student's function runs on without raising."""
     runs = []
     for case in cases:
         try:
-            runs.append((case, _call(student_fn, case)))
+            runs.append((case, _call(student_fn, case, trains)))
         except Exception:
             continue
     return runs
 
 
-def _call(fn: Callable, case: Case):
+def _call(fn: Callable, case: Case, trains: bool = False):
     args, kwargs = copy.deepcopy((case.args, case.kwargs))
-    with torch.no_grad():
+    with torch.set_grad_enabled(trains):
         return fn(*args, **kwargs)
 
 
@@ -117,7 +118,7 @@ def _call_student(exercise: Exercise, student_fn: Callable, case: Case, where: s
     __tracebackhide__ = True
     args, kwargs = copy.deepcopy((case.args, case.kwargs))
     try:
-        with torch.no_grad():
+        with torch.set_grad_enabled(exercise.trains):
             got = student_fn(*args, **kwargs)
     except Exception as err:  # anything the student's code raises becomes feedback
         if isinstance(err, NotImplementedError) and _raised_by(err, student_fn):
@@ -300,7 +301,7 @@ def _matching_bugs(exercise: Exercise, runs: list[tuple[Case, Any]]) -> list[Bug
 def _bug_matches(exercise: Exercise, bug: Bug, runs: list[tuple[Case, Any]]) -> bool:
     for number, (case, got) in enumerate(runs):
         try:
-            out = _call(bug.fn, case)
+            out = _call(bug.fn, case, exercise.trains)
         except Exception:   # a bug that cannot run on a case says nothing about it...
             if number == 0:  # ...but must explain the failing one
                 return False

@@ -11,7 +11,7 @@ import torch
 from rodimus_lab.exercises import check
 
 # %% [markdown]
-# ## Exercise 4 · `ddts_parallel_mask` — build the implicit attention matrix (≈ 20 min)
+# ## Exercise 10 · `ddts_parallel_mask` — build the implicit attention matrix (≈ 20 min)
 #
 # Unroll $S_i = \operatorname{diag}(\alpha_i) S_{i-1} + k_i^\top v_i$ from $S_0 = 0$: token $j$'s write
 # reaches step $i \ge j$ decayed by $\alpha_{j+1} \cdots \alpha_i$. With the cumulative log-decay
@@ -44,25 +44,28 @@ def ddts_parallel(q, k, v, log_alpha, *, scale=None):
 check("ddts_parallel_mask", ddts_parallel)
 
 # %% [markdown]
-# **See it** (the library's `ddts_parallel`, so it runs before you solve anything): the implicit
-# attention matrix of one head on random inputs, with Rodimus' gates and normalised keys. The
-# outlined diagonal blocks are what the chunkwise form (exercise 5) computes as attention inside
-# each chunk of 8; everything left of them reaches a query through the state carried between chunks.
+# **See it** — drawn from *your* `ddts_parallel` once it passes: the implicit attention matrix of one
+# head on random inputs, with Rodimus' gates and normalised keys. The outlined diagonal blocks are
+# what the chunkwise form (exercise 11) computes as attention inside each chunk of 8; everything left
+# of them reaches a query through the state carried between chunks.
 
 # %%
 from rodimus_lab.ddts import ddts_gates, effective_key
-from rodimus_lab.ddts import ddts_parallel as library_ddts_parallel
 from rodimus_lab.viz import attention_matrix
 
 generator = torch.Generator().manual_seed(0)
 T, n, m = 24, 8, 8
 q, k, v, g_logits, tau_logits = (torch.randn(1, T, 1, d, generator=generator) for d in (n, n, m, n, n))
 log_alpha, alpha_hat = ddts_gates(g_logits, tau_logits)
-_, attn = library_ddts_parallel(q, effective_key(k, alpha_hat), v, log_alpha)
-attention_matrix(attn[0, 0], chunk_size=8)
+try:
+    _, attn = ddts_parallel(q, effective_key(k, alpha_hat), v, log_alpha)      # your function, from above
+    figure = attention_matrix(attn[0, 0], chunk_size=8)
+except NotImplementedError:
+    figure = print("Solve exercise 10 first: this cell draws the matrix your ddts_parallel returns.")
+figure
 
 # %% [markdown]
-# ## Exercise 5 · `ddts_chunkwise` — one chunk-to-chunk state update (≈ 20 min)
+# ## Exercise 11 · `ddts_chunkwise` — one chunk-to-chunk state update (≈ 20 min)
 #
 # The chunkwise form cuts the sequence into chunks of $C$ tokens. Inside a chunk it uses the
 # attention form; between chunks it carries the state. Your job is the hand-over: given the state

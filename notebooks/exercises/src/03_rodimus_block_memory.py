@@ -12,7 +12,7 @@ from rodimus_lab import ModelConfig
 from rodimus_lab.exercises import check
 
 # %% [markdown]
-# ## Exercise 9 · `short_conv_step` — the short convolution while decoding (≈ 10 min)
+# ## Exercise 7 · `short_conv_step` — the short convolution while decoding (≈ 10 min)
 #
 # Before DDTS, each of the $m$ channels goes through a causal depthwise convolution of size $K$ (4)
 # and SiLU: $\tilde x_t = \operatorname{SiLU}\big(\sum_{r=0}^{K-1} w_r\, x'_{t-K+1+r} + b\big)$ per channel —
@@ -36,7 +36,7 @@ def short_conv_step(x, buffer, weight, bias):
 check("short_conv_step", short_conv_step)
 
 # %% [markdown]
-# ## Exercise 10 · `two_hop_residual` — wiring a Rodimus+ layer (≈ 10 min)
+# ## Exercise 8 · `two_hop_residual` — wiring a Rodimus+ layer (≈ 10 min)
 #
 # A Rodimus+ layer has a Rodimus mixer, an SW-SKA attention and a SwiGLU FFN, each behind its own
 # RMSNorm. The attention output does **not** go into the residual stream; it reaches it only through
@@ -61,7 +61,7 @@ def two_hop_residual(x, mixer, attn, ffn, mixer_norm, attn_norm, ffn_norm):
 check("two_hop_residual", two_hop_residual)
 
 # %% [markdown]
-# ## Exercise 11 · `state_bytes` — Rodimus' fixed state vs a growing KV cache (≈ 15 min)
+# ## Exercise 9 · `state_bytes` — Rodimus' fixed state vs a growing KV cache (≈ 15 min)
 #
 # Count the bytes one sequence needs while decoding after `context_len` tokens, summed over
 # `config.n_layers` layers, at `bytes_per_element` bytes per number (2: bf16, as the paper counts):

@@ -11,7 +11,7 @@ import torch
 from rodimus_lab.exercises import check
 
 # %% [markdown]
-# ## Exercise 6 · `ska_attention` — shared key, per-head values (≈ 15 min)
+# ## Exercise 4 · `ska_attention` — shared key, per-head values (≈ 15 min)
 #
 # `q` is `[B, T, H, d]`, `k` is `[B, T, 1, d]` (ONE key head), `v` is `[B, T, H, d]`. For query head $h$:
 #
@@ -39,7 +39,7 @@ def ska_attention(q, k, v, *, scale=None):
 check("ska_attention", ska_attention)
 
 # %% [markdown]
-# ## Exercise 7 · `sliding_window_mask` — which keys may a query see? (≈ 15 min)
+# ## Exercise 5 · `sliding_window_mask` — which keys may a query see? (≈ 15 min)
 #
 # Return a bool mask `[q_len, k_len]` (True = may attend). The queries are the **last** `q_len` of the
 # `k_len` positions (`q_len = k_len` in training, `q_len = 1` when decoding), so query $i$ sits at
@@ -69,7 +69,7 @@ def attention_mask(q_len, k_len, *, window=None, causal=True, device=None):
 check("sliding_window_mask", attention_mask)
 
 # %% [markdown]
-# ## Exercise 8 · `rope` — rotary position embedding, rotate-half (≈ 15 min)
+# ## Exercise 6 · `rope` — rotary position embedding, rotate-half (≈ 15 min)
 #
 # RoPE rotates pairs of dimensions by an angle proportional to the position, so that
 # $\langle \text{rope}(q)_i, \text{rope}(k)_j \rangle$ depends only on $i - j$. In the non-interleaved
