@@ -5,7 +5,9 @@
 
 Every figure comes from rodimus_lab.viz. The "mqar_*" figures come from a small Rodimus+ trained here
 (about ten minutes on a 2-core CPU); "decode_cost_h200" from the measured results file in docs/results;
-the others are analytic or from untrained models (seconds).
+the others are analytic or from untrained models (seconds). tests/test_viz.py runs ``figures(mqar_steps=…)``
+with a few training steps, so the code that drew the committed PNGs keeps working; re-render after changing
+a figure function or the demo preset. Each run prints what the trained model measured (accuracy, α range).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from rodimus_lab.train import Trainer, TrainConfig
 OUT = Path(__file__).resolve().parent / "figures"
 
 
-def figures() -> dict:
+def figures(mqar_steps: int = 1500) -> dict:
     seed_everything(0)
     T = 32
     small_plus = ModelConfig(vocab_size=256, d_model=256, n_layers=2, block="rodimus_plus", mem_size=64,
@@ -60,7 +62,7 @@ def figures() -> dict:
     figs["gates_untrained"] = viz.gate_heatmaps(result.gates[0], title="DDTS gates of layer 0 (untrained model)")
     figs["state_spectrum_untrained"] = viz.state_spectrum(result.states(0), title="State spectrum, layer 0 (untrained)")
     figs["decode_cost_h200"] = viz.decode_cost(OUT.parent / "results" / "decode_h200.json")
-    figs.update(trained_mqar_figures())
+    figs.update(trained_mqar_figures(mqar_steps))
     return figs
 
 
@@ -74,12 +76,16 @@ def trained_mqar_figures(steps: int = 1500) -> dict:
     config = ModelConfig(vocab_size=task.vocab_size, d_model=64, n_layers=2, block="rodimus_plus", mem_size=16,
                          n_heads=2, window=8)
     model = RodimusLM(config)
-    history = Trainer(model, train, test, TrainConfig(max_steps=steps, batch_size=64, lr=3e-3, warmup_steps=20,
-                                                      eval_every=50, stop_at_accuracy=0.97)).fit()
+    history = Trainer(model, train, test, TrainConfig(max_steps=steps, batch_size=64, lr=3e-3, warmup_steps=min(20, steps),
+                                                      eval_every=min(50, steps), stop_at_accuracy=0.97,
+                                                      progress=False)).fit()
     accuracy = [r for r in history if r["kind"] == "eval"][-1]["eval_accuracy"]
     ids, labels = test[0]
     tokens = mqar_token_labels(ids, labels, task.num_kv_pairs)
     result = viz.probe(model.eval(), ids)
+    alpha = result.gates[0]["log_alpha"].exp()
+    print(f"trained MQAR model: {len(history)} records, test accuracy {accuracy:.3f}, layer-0 α on test example 0 "
+          f"in [{float(alpha.min()):.4f}, {float(alpha.max()):.5f}]")
     where = f"Rodimus+ trained on MQAR (test accuracy {accuracy:.2f})"
     return {
         "mqar_training": viz.training_curves(history, y=("loss", "eval_accuracy"), title=f"MQAR training: {where}"),

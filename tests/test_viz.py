@@ -2,6 +2,8 @@
 an error naming the argument) and probe (captures what the model computes, leaves no hooks)."""
 
 import json
+import math
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -365,3 +367,26 @@ def test_read_metrics_rejects_non_dicts():
     assert viz.read_metrics([{"step": 1}]) == [{"step": 1}]
     with pytest.raises(TypeError, match="JSONL path or an iterable of dicts"):
         viz.read_metrics([1, 2])
+
+
+def test_gate_family_draws_each_model_and_the_coupled_curves():
+    gates = {"DDTS": random_gates(T=5, n=3), "HGRN2": dict(log_alpha=torch.full((5, 3), -0.1),
+                                                           alpha_hat=torch.full((5, 3), 1 - math.exp(-0.1)))}
+    fig = viz.gate_family(gates)
+    assert [t.name for t in fig.data][:2] == ["DDTS", "HGRN2"] and len(fig.data) == 4   # + two reference curves
+    np.testing.assert_allclose(fig.data[1].x, 0.1) and np.testing.assert_allclose(fig.data[1].y, 1 - math.exp(-0.1))
+    with pytest.raises(TypeError, match="non-empty dict"):
+        viz.gate_family({})
+
+
+def test_the_documentation_figures_still_build():
+    """docs/build_figures.py drew the committed PNGs: its figures() must keep running (a few training steps)."""
+    import importlib.util
+    path = Path(__file__).resolve().parent.parent / "docs" / "build_figures.py"
+    spec = importlib.util.spec_from_file_location("build_figures", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    figs = module.figures(mqar_steps=2)
+    assert {"mqar_gates", "mqar_sw_ska", "rodimus_plus_block", "selection_curves"} <= set(figs)
+    assert all(fig.data for fig in figs.values())
+    assert {p.stem for p in (path.parent / "figures").glob("*.png")} == set(figs), "re-render: python docs/build_figures.py"
