@@ -45,17 +45,14 @@ WORK = os.path.join(tempfile.gettempdir(), "rodimus-ablation")   # run cache and
 
 # %% [markdown]
 # ## 1. The lab
-# The controls start at a laptop size (fast mode: a toy that trains in seconds). Pick gates in
+# The controls start at a laptop size (fast mode: a small MQAR task, seconds per variant, and still
+# enough steps that the variants part ways). Pick gates in
 # *gates (variants)* — one run per selected gate — and press **Run**. The task is an MQAR preset or a
 # slice of WikiText (*text source*: `wikitext-2` from the Hugging Face hub, or a local folder).
 
 # %%
-lab = AblationLab(cache_dir=None if FAST else os.path.join(WORK, "cache"), export_dir=WORK, probe_every=5 if FAST else 25)
-if FAST:
-    lab.num_train.value, lab.num_test.value = 128, 32
-    lab.d_model.value, lab.n_layers.value, lab.mem_size.value = 16, 1, 8
-    lab.steps.value, lab.batch_size.value = 6, 8
-else:
+lab = AblationLab(cache_dir=None if FAST else os.path.join(WORK, "cache"), export_dir=WORK, probe_every=25, fast=FAST)
+if not FAST:
     lab.num_train.value, lab.steps.value, lab.lr.value = 20_000, 400, 3e-3
 lab.gates.value = ("ddts", "no_tau")
 lab

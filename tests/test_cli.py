@@ -35,7 +35,8 @@ def test_demo_fast_writes_report(tmp_path, capsys):
     assert "MQAR accuracy" in out and "report:" in out
     page = (tmp_path / "report.html").read_text()
     assert "plotly" in page and not re.search(r"<script[^>]*src=", page)   # plotly.js inlined, no CDN
-    assert "DDTS gates" in page and "eval_accuracy" in page
+    assert "DDTS gates" in page and "training loss" in page and "test accuracy" in page   # panel titles in words
+    assert "a query for key k whose answer is v" in page                                          # the key to the tokens
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["data"]["preset"] == "demo" and saved["train"]["batch_size"] == 16
 

@@ -113,7 +113,7 @@ def test_rodimus_plus_run_shows_attention_snapshots():
 @pytest.mark.parametrize("bad, message", [
     (dict(block="rodimus_plus", layout="gqa", n_heads=2, n_kv_heads=4), "n_kv_heads"),
     (dict(gates=()), "select at least one gate"),
-    (dict(num_train=-3), "num_examples"),
+    (dict(num_train=-3), "DataConfig.num_train = -3 is invalid"),
 ])
 def test_a_bad_value_is_shown_in_the_widget_not_raised(bad, message):
     lab = tiny_lab()
@@ -181,8 +181,91 @@ def test_results_export_to_csv_and_json(tmp_path):
     runs = json.loads((tmp_path / "ablation_results.json").read_text())
     assert [len([h for h in r["history"] if h["kind"] == "train"]) for r in runs] == [2, 2]
     assert ModelConfig.from_dict(runs[1]["model"]).gate == "hgrn2"
+    assert "ablation_results.json" in lab.export_status.value and "(2 runs)" in lab.export_status.value
+    exports = next(box for box in lab.widget.children if lab.csv_button in getattr(box, "children", ()))
+    assert lab.export_status in exports.children              # the confirmation sits beside its buttons
     lab.export("xlsx")
     assert "'csv' or 'json'" in lab.errors.value
+
+
+def _sliders(widget):
+    """Every slider inside a widget tree, with the box that holds it."""
+    import ipywidgets as widgets
+
+    for child in getattr(widget, "children", ()):
+        if isinstance(child, (widgets.IntSlider, widgets.FloatLogSlider, widgets.SelectionSlider)):
+            yield child, widget
+        yield from _sliders(child)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: AblationLab(), lambda: AttentionExplorer(d_model=32, n_heads=2, n_kv_heads=2, seq_len=8),
+    lambda: TrainingDashboard(),
+    lambda: GateExplorer(RodimusLM(ModelConfig(vocab_size=32, d_model=16, n_layers=1, mem_size=4)),
+                         {"x": torch.arange(6)}),
+])
+def test_every_slider_has_a_typed_entry_beside_it(make):
+    widget = make()
+    found = list(_sliders(widget.widget))
+    assert found
+    for slider, box in found:
+        entry = box.entry
+        assert box.children == (slider, entry)
+        value = slider.options[-1] if hasattr(slider, "options") and slider.options else (
+            slider.base ** slider.max if hasattr(slider, "base") else slider.max)
+        entry.value = value                                     # typing moves the slider
+        assert slider.value == pytest.approx(value)
+        assert entry.disabled == slider.disabled
+
+
+def test_lab_steps_typed_exactly_and_window_slider_wide():
+    lab = AblationLab()
+    (box,) = [b for s, b in _sliders(lab.widget) if s is lab.steps]
+    box.entry.value = 250
+    assert lab.steps.value == 250 and lab.train_config().max_steps == 250
+    assert lab.window.layout.width == lab.steps.layout.width == "330px"
+
+
+def test_offline_wikitext_points_to_the_text_source_field(tmp_path):
+    lab = tiny_lab(data_dir=str(tmp_path))
+    lab.task.value = "text"
+    lab.text_source.value = "wikitext-2"                        # the hub: offline in the tests
+    lab.run()
+    message = lab.errors.value
+    assert "into the 'text source' field above" in message and "rodimus-lab train" not in message
+    lab.text_source.value = str(tmp_path / "nowhere")
+    lab.run()
+    assert "is neither" in lab.errors.value and "'text source' field" in lab.errors.value
+
+
+def test_results_table_scrolls_inside_the_cell(tmp_path):
+    lab = tiny_lab()
+    lab.steps.value = 2
+    lab.run()
+    assert lab.table.value.startswith('<div style="max-width:100%;overflow-x:auto">')
+
+
+def test_fast_mode_trains_a_small_task_where_the_variants_differ():
+    lab = AblationLab(fast=True, min_interval=0)
+    assert lab.data_config().seq_len == 24 and lab.steps.value == 200
+    lab.gates.value = ("ddts", "no_decay")
+    ddts, no_decay = (r.final["eval_accuracy"] for r in lab.run())
+    assert lab.errors.last_error is None, lab.errors.value
+    assert abs(no_decay - ddts) > 0.1, (ddts, no_decay)        # measured: 0.36 vs 0.58
+    assert max(ddts, no_decay) > 0.3                            # something was learned (chance: 1/32)
+
+
+def test_dashboard_snapshots_draw_alpha_as_viz_does(tmp_path):
+    from rodimus_lab import viz
+
+    lab = tiny_lab()
+    lab.run()
+    dash = lab.dashboard
+    snap = dash.snapshots[dash.run][0]
+    dash.snapshot_slider.value = 0
+    expected = viz.gate_heatmaps(snap["gates"], dash.tokens).data[0].z
+    drawn = dash.gate_box.children[0].data[0].z
+    assert torch.allclose(torch.tensor(drawn, dtype=torch.float64), torch.tensor(expected, dtype=torch.float64))
 
 
 def test_run_cache_keeps_only_finished_runs(tmp_path):

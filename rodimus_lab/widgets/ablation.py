@@ -8,6 +8,7 @@ is instant. Results accumulate in a table that exports to CSV/JSON.
     lab = AblationLab()
     lab                          # in a notebook: the controls, the live figure, the table
     lab.gates.value = ("ddts", "no_tau"); lab.run()   # the same from code (blocking)
+    AblationLab(fast=True)       # starts at FAST: seconds per variant, and the variants still differ
 """
 
 from __future__ import annotations
@@ -27,13 +28,22 @@ from ..data.mqar import MQAR_PRESETS, mqar_token_labels
 from ..data.recipe import DataConfig, build_data, data_vocab_size
 from ..runs import ExampleSlice, RunCache, RunResult, run_key, train_run
 from ..train import Callback, TrainConfig
-from .common import ErrorBox, guarded, run_stepwise
+from ..data.text import HUB_CONFIGS, DataUnavailableError
+from .common import ErrorBox, guarded, run_stepwise, with_entry
 from .dashboard import TrainingDashboard
 
 __all__ = ["AblationLab"]
 
 # Presets a laptop trains in seconds to minutes (the long-context ones are for a GPU).
 LAB_PRESETS = tuple(name for name in MQAR_PRESETS if MQAR_PRESETS[name].seq_len <= 256)
+# The task choices: MQAR presets, a small MQAR task for fast mode, a WikiText slice.
+SMALL_MQAR = dict(preset="L64_p4", seq_len=24, num_kv_pairs=3, vocab_size=32)
+TASKS = {**{f"MQAR {p}": p for p in LAB_PRESETS}, "MQAR L=24 p=3 (small, fast)": "small", "WikiText slice": "text"}
+# Fast mode's controls (RODIMUS_FAST=1 in the notebooks): a few seconds per variant on a laptop CPU,
+# yet enough steps that the variants part ways (at 200 steps plain linear attention, gate no_decay,
+# already recalls a clearly larger share of the small task than DDTS does).
+FAST = dict(task="small", num_train=2048, num_test=256, d_model=32, n_layers=1, mem_size=16, steps=200,
+            batch_size=32, lr=1e-2)
 
 
 class _Progress(Callback):
@@ -53,9 +63,9 @@ class _Progress(Callback):
 
 class AblationLab:
     def __init__(self, *, cache_dir: str | None = None, export_dir: str = ".", data_dir: str | None = None,
-                 probe_every: int = 10, min_interval: float = 1.0):
+                 probe_every: int = 10, min_interval: float = 1.0, fast: bool = False):
         """cache_dir: finished runs as JSON (None: memory only); data_dir: WikiText tokenizer and
-        token cache (None: $RODIMUS_LAB_DATA or ./data)."""
+        token cache (None: $RODIMUS_LAB_DATA or ./data); fast: the controls start at ``FAST``."""
         self.cache = RunCache(cache_dir)
         self.data_dir = data_dir
         self.export_dir = Path(export_dir)
@@ -69,7 +79,7 @@ class AblationLab:
 
         style = {"description_width": "110px"}
         dd = lambda options, value, desc: widgets.Dropdown(options=options, value=value, description=desc, style=style)  # noqa: E731
-        self.task = dd([(f"MQAR {p}", p) for p in LAB_PRESETS] + [("WikiText slice", "text")], "demo", "task")
+        self.task = dd(list(TASKS.items()), "demo", "task")
         self.text_source = widgets.Text(value="wikitext-2", description="text source", style=style,
                                         placeholder="wikitext-2, wikitext-103 or a local folder")
         self.block_size = widgets.SelectionSlider(options=[32, 64, 128, 256], value=64, description="text block",
@@ -102,7 +112,8 @@ class AblationLab:
         self.json_button = widgets.Button(description="Export JSON", icon="download")
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="", layout=widgets.Layout(width="40%"))
         self.status = widgets.Label("ready")
-        self.table = widgets.HTML(self._table_html())
+        self.export_status = widgets.HTML(layout=widgets.Layout(flex="1 1 auto"))   # beside its buttons
+        self.table = widgets.HTML(self._table_html(), layout=widgets.Layout(width="100%"))
         self.dashboard = TrainingDashboard(probe_every=probe_every, min_interval=min_interval, title="Ablation runs")
 
         self.run_button.on_click(lambda _: self.start())
@@ -112,17 +123,24 @@ class AblationLab:
         self.block.observe(self._on_controls, names="value")
         self.layout.observe(self._on_controls, names="value")
         self.task.observe(self._on_controls, names="value")
+        if fast:
+            for name, value in FAST.items():
+                getattr(self, name).value = value
         self._on_controls()
 
-        attention = widgets.VBox([self.layout, self.n_heads, self.n_kv_heads, self.window, self.two_hop])
+        entry = lambda slider: with_entry(slider, "330px")  # noqa: E731 — every slider gets a typed entry
+        attention = widgets.VBox([self.layout, entry(self.n_heads), entry(self.n_kv_heads), entry(self.window),
+                                  self.two_hop])
         controls = widgets.HBox([
-            widgets.VBox([self.task, self.text_source, self.block_size, self.num_train, self.num_test, self.block,
-                          self.d_model, self.n_layers, self.mem_size, widgets.HBox([self.short_conv, self.key_norm])]),
-            widgets.VBox([attention, self.steps, self.batch_size, self.lr, self.seed]),
-        ])
+            widgets.VBox([self.task, self.text_source, entry(self.block_size), self.num_train, self.num_test,
+                          self.block, entry(self.d_model), entry(self.n_layers), entry(self.mem_size),
+                          widgets.HBox([self.short_conv, self.key_norm])]),
+            widgets.VBox([attention, entry(self.steps), entry(self.batch_size), entry(self.lr), self.seed]),
+        ], layout=widgets.Layout(flex_flow="row wrap", grid_gap="0 24px"))
         buttons = widgets.HBox([self.run_button, self.stop_button, self.progress, self.status])
-        self.widget = widgets.VBox([controls, self.gates, buttons, self.errors, self.dashboard.widget,
-                                    widgets.HBox([self.csv_button, self.json_button]), self.table])
+        exports = widgets.HBox([self.csv_button, self.json_button, self.export_status], layout=widgets.Layout(width="100%"))
+        self.widget = widgets.VBox([controls, self.gates, buttons, self.errors, self.dashboard.widget, exports, self.table],
+                                   layout=widgets.Layout(width="100%"))
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -148,6 +166,8 @@ class AblationLab:
         if self.task.value == "text":
             return DataConfig(task="text", source=self.text_source.value.strip(), block_size=self.block_size.value,
                               data_dir=self.data_dir, **sizes)
+        if self.task.value == "small":
+            return DataConfig(task="mqar", **SMALL_MQAR, **sizes)
         return DataConfig(task="mqar", preset=self.task.value, **sizes)
 
     def data(self, config: DataConfig | None = None):
@@ -155,11 +175,26 @@ class AblationLab:
         config = config if config is not None else self.data_config()
         key = json.dumps(config.to_dict(), sort_keys=True)
         if key not in self._data:
-            train, test, tokenizer = build_data(config)
+            try:
+                train, test, tokenizer = build_data(config)
+            except DataUnavailableError as e:   # point to this widget's own field, not to a command line
+                raise DataUnavailableError(self._unreadable_text(config.source, e)) from None
             if config.task == "text":
                 train, test = ExampleSlice(train, config.num_train), ExampleSlice(test, config.num_test)
             self._data[key] = (train, test, tokenizer)
         return self._data[key]
+
+    @staticmethod
+    def _unreadable_text(source: str, error: Exception) -> str:
+        if source in HUB_CONFIGS:
+            why = f"{source} comes from the Hugging Face hub, which is not reachable here, and it is not in the local cache"
+        elif not Path(source).exists():
+            why = f"{source!r} is neither {' nor '.join(sorted(HUB_CONFIGS))} nor an existing folder"
+        else:
+            why = str(error).split(";")[0]
+        return (f"The WikiText slice cannot be read: {why}. Type a local WikiText folder (wiki.train.tokens and "
+                "wiki.valid.tokens, or train/validation .txt or .parquet files) into the 'text source' field above, "
+                "or pick an MQAR task.")
 
     def train_config(self) -> TrainConfig:
         steps = self.steps.value
@@ -282,8 +317,9 @@ class AblationLab:
             return "<i>results appear here after a run</i>"
         head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
-        return (f'<table class="rodimus-results" style="border-collapse:collapse;font-size:12px" border="1">'
-                f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        return (f'<div style="max-width:100%;overflow-x:auto"><table class="rodimus-results" '
+                f'style="border-collapse:collapse;font-size:12px;white-space:nowrap" border="1">'
+                f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
 
     def to_csv(self) -> str:
         rows = self.rows()
@@ -306,5 +342,6 @@ class AblationLab:
         self.export_dir.mkdir(parents=True, exist_ok=True)
         path = self.export_dir / f"ablation_results.{kind}"
         path.write_text(self.to_csv() if kind == "csv" else self.to_json())
-        self.status.value = f"wrote {path} ({len(self.results)} runs)"
+        self.export_status.value = (f'<span style="color:#1b5e20">✓ wrote <code style="word-break:break-all">'
+                                    f"{html.escape(str(path.resolve()))}</code> ({len(self.results)} runs)</span>")
         return path

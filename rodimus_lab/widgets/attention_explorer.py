@@ -18,7 +18,7 @@ from .. import seed_everything, viz
 from ..config import ModelConfig
 from ..memory import cache_bytes
 from ..model import Attention
-from .common import ErrorBox, figure_widget, guarded, json_safe
+from .common import ErrorBox, figure_widget, guarded, json_safe, with_entry
 
 __all__ = ["AttentionExplorer"]
 
@@ -45,7 +45,8 @@ class AttentionExplorer:
         self.figure = figure_widget(viz.layout_maps(self.maps(), heads=n_heads))
         self.window.observe(self._on_change, names="value")
         self.context.observe(self._on_change, names="value")
-        self.widget = widgets.VBox([widgets.HBox([self.window, self.context]), self.errors, self.figure, self.readout])
+        self.widget = widgets.VBox([widgets.HBox([with_entry(self.window, "330px"), with_entry(self.context, "330px")]),
+                                    self.errors, self.figure, self.readout])
         self._update()
 
     def _ipython_display_(self):

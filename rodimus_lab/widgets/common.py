@@ -23,7 +23,8 @@ import torch
 
 from ..train import TrainingDiverged
 
-__all__ = ["ErrorBox", "TrainingDiverged", "guarded", "run_stepwise", "readable", "json_safe", "figure_widget"]
+__all__ = ["ErrorBox", "TrainingDiverged", "guarded", "run_stepwise", "readable", "json_safe", "figure_widget",
+           "with_entry"]
 
 
 def readable(exc: BaseException) -> str:
@@ -95,6 +96,31 @@ def run_stepwise(steps: Iterator) -> asyncio.Task | None:
                 await asyncio.sleep(0)
 
     return loop.create_task(drive())
+
+
+def with_entry(slider: widgets.widget_description.DescriptionWidget, width: str = "400px") -> widgets.HBox:
+    """``slider`` with a typed entry beside it, both showing one value: a number box (bounded like the
+    slider) for an Int/Float slider, a dropdown of the same options for a SelectionSlider. A drag is
+    coarse on a wide range (1…3000 in 200 px); typing 250 is exact."""
+    slider.layout.width = width
+    slider.readout = False   # the entry shows the value
+    if isinstance(slider, widgets.SelectionSlider):
+        entry = widgets.Dropdown(options=slider.options, value=slider.value)
+    elif isinstance(slider, widgets.FloatLogSlider):
+        entry = widgets.BoundedFloatText(value=slider.value, min=slider.base ** slider.min, max=slider.base ** slider.max)
+    elif isinstance(slider, widgets.FloatSlider):
+        entry = widgets.BoundedFloatText(value=slider.value, min=slider.min, max=slider.max, step=slider.step)
+    else:
+        entry = widgets.BoundedIntText(value=slider.value, min=slider.min, max=slider.max)
+        widgets.link((slider, "min"), (entry, "min"))
+        widgets.link((slider, "max"), (entry, "max"))
+    entry.layout.width = "90px"
+    entry.disabled = slider.disabled
+    widgets.link((slider, "value"), (entry, "value"))
+    widgets.link((slider, "disabled"), (entry, "disabled"))
+    box = widgets.HBox([slider, entry])
+    box.entry = entry
+    return box
 
 
 def json_safe(z, blank_zeros: bool = False) -> list:

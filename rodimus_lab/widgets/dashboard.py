@@ -23,7 +23,7 @@ from plotly.subplots import make_subplots
 from .. import viz
 from ..train import Callback
 from ..viz.style import TEMPLATE
-from .common import ErrorBox, figure_widget, guarded, json_safe
+from .common import ErrorBox, figure_widget, guarded, json_safe, with_entry
 
 __all__ = ["TrainingDashboard"]
 
@@ -49,12 +49,13 @@ class TrainingDashboard(Callback):
         # continuous_update=False: the browser then sends only what a person picks, never an echo
         # of a value it clamped while the kernel was moving the slider to the newest snapshot
         self.snapshot_slider = widgets.IntSlider(value=0, min=0, max=0, description="snapshot", disabled=True,
-                                                 continuous_update=False, layout=widgets.Layout(width="60%"))
+                                                 continuous_update=False)
         self.snapshot_label = widgets.Label("gates: no snapshot yet")
         self.gate_box = widgets.Box()        # holds the gate FigureWidget once the first snapshot exists
         self.attention_box = widgets.Box()
         self.snapshot_slider.observe(self._on_snapshot, names="value")
-        self.widget = widgets.VBox([self.errors, self.figure, widgets.HBox([self.snapshot_slider, self.snapshot_label]),
+        self.widget = widgets.VBox([self.errors, self.figure,
+                                    widgets.HBox([with_entry(self.snapshot_slider), self.snapshot_label]),
                                     self.gate_box, self.attention_box])
 
     def _ipython_display_(self):
@@ -176,10 +177,11 @@ class TrainingDashboard(Callback):
         self.snapshot_label.value = f"{self.run}: step {snap['step']}"
         if self.gate_box.children:
             fig = self.gate_box.children[0]
-            panels = [snap["gates"]["log_alpha"].exp(), snap["gates"]["alpha_hat"]]
+            # the panels as viz draws them (α as −ln α on a log scale, with its colour-bar ticks)
+            drawn = viz.gate_heatmaps(snap["gates"], self.tokens)
             with fig.batch_update():
-                for trace, z in zip(fig.data, panels):
-                    trace.z = json_safe(z.T)
+                for trace, new in zip(fig.data, drawn.data):
+                    trace.update(z=json_safe(new.z), customdata=new.customdata, colorbar=new.colorbar)
         if self.attention_box.children:
             fig = self.attention_box.children[0]
             heatmaps = [t for t in fig.data if t.type == "heatmap"]

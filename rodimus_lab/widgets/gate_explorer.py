@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 
 from .. import viz
 from ..viz.style import COLORS, TEMPLATE
-from .common import ErrorBox, figure_widget, guarded
+from .common import ErrorBox, figure_widget, guarded, with_entry
 
 __all__ = ["GateExplorer"]
 
@@ -49,7 +49,8 @@ class GateExplorer:
         self.layer.observe(self._on_layer, names="value")
         self.token.observe(self._on_token, names="value")
         self.widget = widgets.VBox([widgets.HBox([self.source, self.text, self.layer]),
-                                    widgets.HBox([self.play, self.token, self.readout]), self.errors, self.figures])
+                                    widgets.HBox([self.play, with_entry(self.token, "300px"), self.readout]), self.errors,
+                                    self.figures])
         self._load(inputs[names[0]], self.labels.get(names[0]))
 
     def _ipython_display_(self):
