@@ -49,7 +49,8 @@ from ..config import ModelConfig
 from ..memory import cache_elements
 from ..model import DecodeState, RodimusLM
 
-__all__ = ["analytic_state_bytes", "bench_configs", "synthetic_state", "measure", "run", "summary", "format_table", "main"]
+__all__ = ["analytic_state_bytes", "bench_configs", "synthetic_state", "measure", "run", "summary", "format_table", "main",
+           "native_stderr_silenced"]
 
 DEFAULT_CONTEXTS = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
 # Same width for all three; at d_model 768 the depths give 110–123M non-embedding parameters each
@@ -98,7 +99,7 @@ def synthetic_state(model: RodimusLM, context_len: int, batch_size: int = 1) -> 
 # ------------------------------------------------------------------------- memory
 
 @contextlib.contextmanager
-def _native_stderr_silenced():
+def native_stderr_silenced():
     """The profiler's C++ side (kineto) logs "USDT: … profiler_start/stop" to file descriptor 2 at every
     start and stop, whatever its log level: point fd 2 at /dev/null meanwhile (Python's sys.stderr is
     untouched, so an exception is still reported once fd 2 is back)."""
@@ -127,7 +128,7 @@ def _allocated(fn, device: torch.device):
         result = fn()
         torch.cuda.synchronize()
         return result, torch.cuda.memory_allocated() - base, torch.cuda.max_memory_allocated() - base
-    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         result = fn()
     level, peak = 0, 0
     for event in sorted(prof.events(), key=lambda e: e.time_range.start):

@@ -11,7 +11,8 @@ from .attention_maps import attention_matrix, head_maps, layout_maps
 from .cache import memory_vs_context
 from .decode import decode_cost
 from .gates import gate_family, gate_heatmaps, selection_curves, write_keep_profile
-from .probe import ProbeResult, ddts_states, probe
+from ..ddts import ddts_states
+from .probe import ProbeResult, probe
 from .state import effective_rank, singular_values, state_norms, state_spectrum
 from .style import use_notebook_renderer
 from .training import compare_with_paper, read_metrics, training_curves
