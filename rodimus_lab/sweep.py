@@ -374,11 +374,13 @@ def run_point(spec: SweepSpec, point: Point, run_dir: Path, *, data_cache: dict,
         raise ValueError(f"point {point.name}: the run has no evaluation; give the sweep evaluation data")
     context = train[torch.arange(1)][0].shape[1]
     state = cache_bytes(model_cfg, context, include_conv=False)
+    sizes = {"train_examples": len(train), "eval_examples": len(test), "tokens_per_example": context,
+             "train_tokens": len(train) * context, "eval_tokens": len(test) * context}
     return {
         "sweep": spec.name, "point": point.name, "family": point.family, "values": point.values,
         "config": {"model": model_cfg.to_dict(), "train": {**train_cfg.to_dict(), "out_dir": None},
                    "data": data_cfg.to_dict()},
-        "parameters": trainer.model.num_parameters(),
+        "parameters": trainer.model.num_parameters(), "data_size": sizes,
         "state": {"context_len": context, "elements": cache_elements(model_cfg, context, include_conv=False),
                   "bytes": state, "mb": state / 1e6, "bytes_per_element": 2, "conv_buffers": "excluded"},
         "best": _best(evals), "final": evals[-1], "steps": trainer.step,
@@ -454,7 +456,8 @@ def figure_series(records: list[dict], figure: dict) -> tuple[dict, dict, list[d
             references[family] = y
         else:
             series.setdefault(family, []).append((x, y))
-        rows.append({"family": family, "x": x, y_key: y, "point": r["point"], "lr": r["config"]["train"]["lr"],
+        rows.append({"family": family, "x": x, "n": r["config"]["model"]["mem_size"], y_key: y, "point": r["point"],
+                     "lr": r["config"]["train"]["lr"],
                      "state_mb": r["state"]["mb"], "parameters": r["parameters"], "steps": r["steps"]})
     for points in series.values():
         points.sort()
@@ -463,11 +466,10 @@ def figure_series(records: list[dict], figure: dict) -> tuple[dict, dict, list[d
 
 def _table(rows: list[dict], figure: dict) -> str:
     y_key = figure["y"]
-    x_name = "n" if figure["x"] == "n" else "state MB"
-    lines = [f"| family | {x_name} | best {y_key} | lr | state MB | parameters | steps | point |", "|---" * 8 + "|"]
+    lines = [f"| family | n | state MB | best {y_key} | lr | parameters | steps | point |", "|---" * 8 + "|"]
     for r in rows:
-        x = "—" if r["x"] is None else (f"{r['x']:g}" if isinstance(r["x"], float) else r["x"])
-        lines.append(f"| {r['family']} | {x} | {r[y_key]:.4g} | {r['lr']:g} | {r['state_mb']:.3g} | "
+        n = "—" if figure["x"] == "n" and r["x"] is None else r["n"]
+        lines.append(f"| {r['family']} | {n} | {r['state_mb']:.3g} | {r[y_key]:.4g} | {r['lr']:g} | "
                      f"{r['parameters']:,} | {r['steps']} | `{r['point']}` |")
     return "\n".join(lines) + "\n"
 
