@@ -266,5 +266,6 @@ print("the gate family: every row of the table holds; DDTS sits on none of the c
 # **Summary.** Softmax attention → linear attention (a state instead of a cache) → a decay (GLA) →
 # selection (Mamba) → tempered selection (DDTS). Each step kept the three forms equal to the loop written
 # here; the implicit attention matrix shows what each state remembers, and one update rule holds the whole
-# gate family. Practise it: exercises 1–5 in `exercises/` (`ddts_gates` … `ddts_chunkwise`). Next: `02_ddts_gate_selection` trains a model and
+# gate family. Practise it: exercises 1–3 (`exercises/01_ddts_recurrence`: gates, one step, the loop) and 10–11
+# (`exercises/04_ddts_parallel_chunkwise`: the implicit matrix, the chunk hand-over). Next: `02_ddts_gate_selection` trains a model and
 # looks at which tokens it writes and keeps.

@@ -41,7 +41,7 @@ seed_everything(0)
 # %% [markdown]
 # ## 1. Memory while decoding
 # A Rodimus layer keeps `S ∈ R^{n×m}` plus the last 3 inputs of its short convolution; a Transformer keeps
-# a key and a value for every past token.
+# a key and a value for every past token. *Practise: exercise 9 (`state_bytes`).*
 
 # %%
 rodimus = ModelConfig(d_model=1024, n_layers=24, mem_size=64)
@@ -152,7 +152,9 @@ viz.state_norms({f"layer {i}": result.states(i) for i in result.ddts_inputs}, to
 
 # %% [markdown]
 # ## 3. Recall vs state size
-# The same model with different n, trained the same way. A bigger state holds more pairs.
+# The same model with different n, trained the same way. What to look for in full mode: does a bigger state
+# hold more pairs? (Fast mode trains a few steps: its accuracies show only the pipeline.)
+# *Practise: exercise 14 (`mqar_accuracy`) is the metric recomputed below.*
 
 # %%
 sizes = (2, 8) if FAST else (4, 8, 16, 32, 64)
@@ -187,5 +189,6 @@ from rodimus_lab.widgets import GateExplorer
 GateExplorer(model, {"MQAR test example 0": ids}, tokens={"MQAR test example 0": tokens})
 
 # %% [markdown]
-# **Summary.** The state has a fixed size, its effective rank says how much of it is in use, and recall grows
-# with n. `06_mqar_recall` does the sweep at the paper's shape with Rodimus+ beside Rodimus.
+# **Summary.** The state has a fixed size (measured: the decoder keeps it in float32, twice the bf16 count), its
+# effective rank says how much of it is in use, and section 3 measures recall at each n. `06_mqar_recall` does the
+# sweep with Rodimus+ beside Rodimus, gate families and near/far queries.

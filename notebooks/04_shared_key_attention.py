@@ -72,7 +72,7 @@ print({name: f"{c} numbers/token" for name, c in cache.items()}, "✓")
 # %% [markdown]
 # ## 2. What the heads look like
 # The same queries against each layout's keys and values. In MQA and SKA every head scores the *same*
-# keys, yet each head still has its own query, so the maps differ.
+# keys, yet each head still has its own query, so the maps differ. *Practise: exercise 4 (`ska_attention`).*
 
 # %%
 T, Hq, dq = (16, 4, 16) if FAST else (40, 4, 32)
@@ -158,7 +158,7 @@ print(errors, "✓")
 # ## 4. Sliding windows and the two conventions
 # rodimus-lab's `window` = **number of keys a query sees, itself included**. The official Rodimus code
 # calls `window_size = W` a window of W//2 earlier tokens plus itself; fla's `window_size = W` is exactly W
-# keys. Same number, different masks:
+# keys. Same number, different masks. *Practise: exercise 5 (`sliding_window_mask`).*
 
 # %%
 W, Tm = 8, 16
@@ -182,6 +182,7 @@ print("window_from_official(W) = W//2 + 1, window_from_fla(W) = W ✓")
 # dim i + d/2 form a pair, rotated by the angle `p · base^(−2i/d)` at position p ("rotate-half", the layout of
 # the official Rodimus and Llama code). A rotation by angle a of the query and b of the key changes their dot
 # product only through a − b, so scores depend on the **distance** between tokens, not on where they sit.
+# *Practise: exercise 6 (`rope`); then exercise 12 (`sw_ska_layer`) puts RoPE, the shared key and the window together.*
 
 # %%
 d_r, T_r, base = 8, 6, 10000.0
@@ -209,7 +210,7 @@ print(f"rope = rotate-half by p·base^(−2i/d); score(7, 4) = score(107, 104) =
 # %% [markdown]
 # ## 6. What the window buys in memory
 # A Rodimus+ layer keeps its DDTS state plus one shared key and H values for the last `window` tokens, so
-# its cache stops growing; a Transformer's grows forever.
+# its cache stops growing; a Transformer's grows forever. *Practise: exercise 9 (`state_bytes`).*
 
 # %%
 viz.memory_vs_context({

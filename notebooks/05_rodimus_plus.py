@@ -66,6 +66,8 @@ viz.block_diagram(one_hop, detail=False, title="for comparison: an ordinary (one
 # 4. `v = β̂ ⊙ x′` with the low-rank value gate `β̂ = σ(x′ W₁ W₂ + b)` — on the **pre-conv** branch;
 # 5. DDTS with the key `α̂ ⊙ k/‖k‖`; then the skip `+ d ⊙ x̃` (d = `residual_weight`);
 # 6. `y = RMSNorm(o ⊙ SiLU(z)) W_out`.
+#
+# *Practise: exercise 7 (`short_conv_step`), then exercise 13 (`rodimus_mixer`): these six lines from scratch.*
 
 # %%
 model = RodimusLM(config).eval()
@@ -136,7 +138,7 @@ print(f"initial α in [{float(alpha0.min()):.4f}, {float(alpha0.max()):.6f}]; me
 # %% [markdown]
 # ## 3. The wiring as code
 # `Layer.forward` in `rodimus_lab/model.py` spells the residuals out. Recompute them by hand from the
-# layer's own sub-modules and compare.
+# layer's own sub-modules and compare. *Practise: exercise 8 (`two_hop_residual`).*
 
 # %%
 with torch.no_grad():

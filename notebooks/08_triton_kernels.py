@@ -68,6 +68,7 @@ viz.attention_matrix(attn[0, 0], chunk_size=C, title=f"1 · implicit attention, 
 #
 # Every exponent is ≤ 0, so nothing overflows however long the sequence. Below, these three lines run chunk by
 # chunk (no library call) and are compared with the recurrence written as a plain loop.
+# *Practise: exercises 10–11 (`ddts_parallel_mask`, `ddts_chunkwise`).*
 
 # %%
 scale = n ** -0.5
