@@ -31,11 +31,11 @@ mqar)
 wikitext)
     # Offline: WikiText-2's validation text to train on, its test text to evaluate (the only two splits
     # here: copy /path/to/wikitext-2/wiki.{valid,test}.tokens into .gpu/wikitext-2 and carry .gpu).
-    # Reduced: n in {8, 32, 128}, 300 steps (~16 passes over the 0.28M training tokens: the best evaluation
+    # Reduced: n in {8, 32, 128}, 200 steps (12 passes over the 268k training tokens: the best evaluation
     # comes before the overfitting), Transformer++ beside them.
     spec=experiments/wikitext_state_memory.yaml; name=wikitext_state_memory_wt2
-    extra=(--source .gpu/wikitext-2 --set data.train_split=valid data.eval_split=test train.max_steps=300
-           train.eval_every=50 train.checkpoint_every=100 train.warmup_steps=30)
+    extra=(--source .gpu/wikitext-2 --set data.train_split=valid data.eval_split=test train.max_steps=200
+           train.eval_every=25 train.checkpoint_every=100 train.warmup_steps=20)
     passes=("*mem_size=8--lr=0.003 *mem_size=32--lr=0.003 *mem_size=128--lr=0.003 transformer_plus_plus--lr=0.003"
             "*mem_size=8--lr=0.001 *mem_size=32--lr=0.001 *mem_size=128--lr=0.001 transformer_plus_plus--lr=0.001") ;;
 *)
