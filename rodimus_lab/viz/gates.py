@@ -134,9 +134,9 @@ def selection_curves(taus=(1.0, 0.75, 0.5, 0.25), *, g_range=(1e-3, 10.0), point
     fig.update_xaxes(type="log", title_text="g")
     fig.update_yaxes(title_text="α", row=1, col=1)
     fig.update_yaxes(title_text="α̂", type="log", row=1, col=2)
-    # legend above the panels, so that the τ colour bar of observed gates has the right margin to itself
-    fig.update_layout(template=TEMPLATE, title=title, height=460,
-                      legend=dict(orientation="h", yanchor="bottom", y=1.08, x=0, xanchor="left"))
+    # legend below the panels, so that the τ colour bar of observed gates has the right margin to itself
+    fig.update_layout(template=TEMPLATE, title=title, height=500, margin=dict(b=110),
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, x=0, xanchor="left"))
     return fig
 
 
@@ -165,7 +165,7 @@ def gate_family(gates: dict, *, max_points: int = 2000,
     x = np.logspace(-6, 1, 200)
     for label, y, dash in (("α̂ = 1 − α  (HGRN2)", -np.expm1(-x), "dot"), ("α̂ = −ln α  (τ = 1, Mamba)", x, "dash")):
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=label, line=dict(color="#888888", dash=dash, width=1)))
-    fig.update_xaxes(type="log", title_text="−ln α  (forget; α = e^{−(−ln α)})")
+    fig.update_xaxes(type="log", title_text="−ln α  (forget: 0 keeps everything)")
     fig.update_yaxes(type="log", title_text="α̂  (write)")
     fig.update_layout(template=TEMPLATE, title=title, height=480)
     return fig
