@@ -27,11 +27,11 @@ from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from .config import ConfigError
 from .data.recipe import DataConfig, build_data, data_vocab_size, validation_split
 from .data.text import DataUnavailableError
+from .run_config import SECTIONS, flag_value, read_config_file, resolve_configs
 from .train import AccuracyCheck, TrainConfig, Trainer, clear_run_folder, evaluate, run_files
 
 __all__ = ["main", "resolve_configs", "DEMO", "EXAMPLES"]
 
-SECTIONS = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
 _MODEL_FROM_DATA = ("vocab_size",)   # the data decide these model fields
 
 # `rodimus-lab demo`: measured to reach ≥ 99% MQAR accuracy (L=64, p=4) within two minutes on a
@@ -87,14 +87,6 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _value(text: str):
-    """A flag value: JSON literals (numbers, true/false, null) as such, anything else as a string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def _show(value) -> str:
     """A value as it is typed on the command line (JSON literals)."""
     return value if isinstance(value, str) else "None" if value is None else json.dumps(value)
@@ -124,58 +116,11 @@ def _add_config_flags(parser: argparse.ArgumentParser, sections=("model", "train
             if section == "model" and f.name in _MODEL_FROM_DATA:
                 continue
             text, metavar = _field_help(f)
-            group.add_argument(_flag(f.name), dest=f"{section}.{f.name}", type=_value, default=None, metavar=metavar,
+            group.add_argument(_flag(f.name), dest=f"{section}.{f.name}", type=flag_value, default=None, metavar=metavar,
                                help=text)
     if "train" in sections:
         parser.add_argument("--out", dest="train.out_dir", type=str, default=None, metavar="DIR",
                             help="the run folder (= --out-dir): config.json, metrics.jsonl, checkpoints/")
-
-
-def _read_config_file(path: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"config file {path} does not exist")
-    text = p.read_text()
-    if p.suffix in (".yaml", ".yml"):
-        import yaml
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            raise ValueError(f"config file {path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
-    else:
-        try:
-            loaded = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"config file {path} is not valid JSON ({e}); YAML files need a .yaml/.yml suffix") from None
-    if not isinstance(loaded, dict):
-        raise ValueError(f"config file {path} must hold a mapping with sections {sorted(SECTIONS)}")
-    unknown = sorted(set(loaded) - set(SECTIONS))
-    if unknown:
-        raise ValueError(f"config file {path}: unknown section(s) {unknown}; known sections: {sorted(SECTIONS)}")
-    return loaded
-
-
-def resolve_configs(base: dict | None = None, file: str | None = None, flags: dict | None = None) -> dict:
-    """Defaults ← ``base`` ← config file ← flags (``{"model.d_model": 64, ...}``) → the three configs."""
-    merged = {s: dict((base or {}).get(s, {})) for s in SECTIONS}
-    if file:
-        for section, values in _read_config_file(file).items():
-            if not isinstance(values, dict):
-                raise ValueError(f"config section {section!r} must be a mapping of fields, got {values!r}")
-            merged[section].update(values)
-    for key, value in (flags or {}).items():
-        if value is not None:
-            section, name = key.split(".", 1)
-            merged[section][name] = value
-    for section, cls in SECTIONS.items():   # ints given where a field expects a float
-        for f in dataclasses.fields(cls):
-            value = merged[section].get(f.name)
-            if isinstance(f.default, float) and isinstance(value, int) and not isinstance(value, bool):
-                merged[section][f.name] = float(value)
-    data = DataConfig.from_dict(merged["data"])
-    return {"data": data, "train": TrainConfig.from_dict(merged["train"]), "model_fields": merged["model"]}
 
 
 def _model_config(fields: dict, vocab_size: int) -> ModelConfig:
@@ -268,7 +213,7 @@ def _resume_base(args) -> dict:
                            "rodimus-lab train)")
     saved = {"model": meta["model_config"], "train": meta["train_config"], "data": meta["extra"]["data"]}
     given = {f"{section}.{name}": value for section, values in
-             (_read_config_file(args.config).items() if args.config else ()) for name, value in values.items()}
+             (read_config_file(args.config).items() if args.config else ()) for name, value in values.items()}
     given.update({k: v for k, v in _flags(args).items() if v is not None})
     for key, value in given.items():
         section, name = key.split(".", 1)
@@ -569,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     p = _command(sub, "info", "parameter counts and decoding-state bytes of a config")
-    p.add_argument("--vocab-size", type=_value, default=None, metavar="V",
+    p.add_argument("--vocab-size", type=flag_value, default=None, metavar="V",
                    help="tokens in the vocabulary; allowed: an int ≥ 1 (default 8192)")
     p.add_argument("--context", type=_int_from(0), nargs="+", default=[1, 1024, 4096, 32768],
                    help="context lengths (default 1 1024 4096 32768)")

@@ -48,7 +48,7 @@ import torch
 
 from . import RodimusLM, __version__, seed_everything
 from .checkpoint import CheckpointError, latest_checkpoint
-from .cli import resolve_configs
+from .run_config import flag_value, resolve_configs
 from .config import ModelConfig
 from .data.recipe import build_data, data_vocab_size
 from .memory import cache_bytes, cache_elements
@@ -529,15 +529,13 @@ def add_arguments(p) -> None:
 
 
 def _overrides(args) -> dict:
-    from .cli import _value
-
     out = {}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--set {item!r}: write SECTION.FIELD=VALUE, e.g. train.max_steps=50")
         _check_key(key, "--set")
-        out[key] = _value(value)
+        out[key] = flag_value(value)
     if args.source is not None:
         out["data.source"] = args.source
     return out
