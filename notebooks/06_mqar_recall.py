@@ -30,14 +30,11 @@
 # claims nothing about them.
 
 # %%
-import os
-
-import torch
-
 import json
+import os
 from pathlib import Path
 
-import plotly.graph_objects as go
+import torch
 
 from rodimus_lab import ModelConfig, RodimusLM, cache_bytes, seed_everything, viz
 from rodimus_lab.data.mqar import make_mqar_splits, mqar_preset, mqar_token_labels
@@ -126,11 +123,9 @@ gate_names = {"ddts": "DDTS (Rodimus)", "no_alpha_hat": "GLA-style (α̂ = 1)", 
               "hgrn2": "HGRN2-style (α̂ = 1 − α)"}
 gate_runs = {(gate, lr): run(dict(block="rodimus", gate=gate), gate_n, lr)[2] for gate in gate_names for lr in gate_lrs}
 best_lr = {gate: max(gate_lrs, key=lambda lr: gate_runs[(gate, lr)]) for gate in gate_names}
-fig = go.Figure([go.Bar(name=f"lr {lr:g}", x=list(gate_names.values()), y=[gate_runs[(g, lr)] for g in gate_names])
-                 for lr in gate_lrs])
-fig.update_layout(template=viz.style.TEMPLATE, barmode="group", yaxis_title="best test accuracy",
-                  title=f"3 · gates at n = {gate_n} (same state memory), {steps} steps, per learning rate")
-fig
+viz.grouped_bars({f"lr {lr:g}": {gate_names[g]: gate_runs[(g, lr)] for g in gate_names} for lr in gate_lrs},
+                 y_title="best test accuracy",
+                 title=f"3 · gates at n = {gate_n} (same state memory), {steps} steps, per learning rate")
 
 # %%
 # check: the same state memory for every gate; each gate's reported value is its best learning rate
@@ -162,10 +157,8 @@ for name in blocks:
     correct = correct_per_query(trained[(name, sizes[-1])])
     by_distance[name] = {"near (inside the window)": float(correct[near].mean()),
                          "far (beyond the window)": float(correct[~near].mean()), "all queries": float(correct.mean())}
-fig = go.Figure([go.Bar(name=name, x=list(split), y=list(split.values())) for name, split in by_distance.items()])
-fig.update_layout(template=viz.style.TEMPLATE, barmode="group", yaxis_title="accuracy (per query)",
-                  title=f"4 · accuracy by key-to-query distance, n = {sizes[-1]}, window {window}")
-fig
+viz.grouped_bars(by_distance, y_title="accuracy (per query)",
+                 title=f"4 · accuracy by key-to-query distance, n = {sizes[-1]}, window {window}")
 
 # %%
 # check: the near and far accuracies recombine into the pooled per-query accuracy

@@ -29,14 +29,11 @@
 # only shows the pipeline. The full mode trains for a while on a CPU; a GPU is better.
 
 # %%
+import json
 import os
 from pathlib import Path
 
 import torch
-
-import json
-
-import plotly.graph_objects as go
 
 from rodimus_lab import ModelConfig, RodimusLM, cache_bytes, seed_everything, viz
 from rodimus_lab.data.text import load_text_data
@@ -138,11 +135,9 @@ gate_configs = {gate: ModelConfig(vocab_size=data.vocab_size, d_model=d, n_layer
                 for gate in gate_names}
 gate_ppl = {(gate, lr): run(gate_configs[gate], lr)[1] for gate in gate_names for lr in gate_lrs}
 best_lr = {gate: min(gate_lrs, key=lambda lr: gate_ppl[(gate, lr)]) for gate in gate_names}
-fig = go.Figure([go.Bar(name=f"lr {lr:g}", x=list(gate_names.values()), y=[gate_ppl[(g, lr)] for g in gate_names])
-                 for lr in gate_lrs])
-fig.update_layout(template=viz.style.TEMPLATE, barmode="group", yaxis_title="best validation perplexity",
-                  title=f"4 · gates at n = {gate_n} ({memory_mb[('Rodimus', gate_n)]:.4f} MB of state), {steps} steps")
-fig
+viz.grouped_bars({f"lr {lr:g}": {gate_names[g]: gate_ppl[(g, lr)] for g in gate_names} for lr in gate_lrs},
+                 y_title="best validation perplexity",
+                 title=f"4 · gates at n = {gate_n} ({memory_mb[('Rodimus', gate_n)]:.4f} MB of state), {steps} steps")
 
 # %%
 # check: the same state memory for every gate; each gate's reported perplexity is its best learning rate

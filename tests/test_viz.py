@@ -390,3 +390,11 @@ def test_the_documentation_figures_still_build():
     assert {"mqar_gates", "mqar_sw_ska", "rodimus_plus_block", "selection_curves"} <= set(figs)
     assert all(fig.data for fig in figs.values())
     assert {p.stem for p in (path.parent / "figures").glob("*.png")} == set(figs), "re-render: python docs/build_figures.py"
+
+
+def test_grouped_bars_one_trace_per_series_over_the_same_categories():
+    fig = viz.grouped_bars({"lr 0.001": {"ddts": 0.5, "hgrn2": 0.4}, "lr 0.01": {"ddts": 0.6, "hgrn2": 0.3}},
+                           y_title="accuracy")
+    assert [t.name for t in fig.data] == ["lr 0.001", "lr 0.01"] and list(fig.data[1].y) == [0.6, 0.3]
+    with pytest.raises(ValueError, match="categories"):
+        viz.grouped_bars({"a": {"x": 1}, "b": {"y": 2}}, y_title="?")

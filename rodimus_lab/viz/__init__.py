@@ -15,12 +15,12 @@ from ..ddts import ddts_states
 from .probe import ProbeResult, probe
 from .state import effective_rank, singular_values, state_norms, state_spectrum
 from .style import use_notebook_renderer
-from .training import compare_with_paper, read_metrics, training_curves
+from .training import compare_with_paper, grouped_bars, read_metrics, training_curves
 
 __all__ = [
     "paper", "block_diagram", "attention_matrix", "head_maps", "layout_maps", "memory_vs_context",
     "gate_family", "gate_heatmaps", "selection_curves", "write_keep_profile", "probe", "ProbeResult", "ddts_states",
     "effective_rank", "singular_values", "state_norms", "state_spectrum", "use_notebook_renderer",
-    "compare_with_paper", "read_metrics", "training_curves", "benchmark_figure", "markdown_tables", "timing_columns",
+    "compare_with_paper", "grouped_bars", "read_metrics", "training_curves", "benchmark_figure", "markdown_tables", "timing_columns",
     "decode_cost",
 ]

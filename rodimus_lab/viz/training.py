@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from .style import COLORS, TEMPLATE
 
-__all__ = ["read_metrics", "training_curves", "compare_with_paper"]
+__all__ = ["read_metrics", "training_curves", "compare_with_paper", "grouped_bars"]
 
 
 def read_metrics(source) -> list[dict]:
@@ -101,4 +101,19 @@ def compare_with_paper(ours: dict, paper: dict | None = None, *, x_title: str, y
                                      marker=dict(size=8, symbol="circle-open")))
     fig.update_layout(template=TEMPLATE, title=title, height=460,
                       xaxis=dict(title=x_title, type="log" if log_x else "linear"), yaxis=dict(title=y_title))
+    return fig
+
+
+def grouped_bars(groups: dict, *, y_title: str, title: str = "Results") -> go.Figure:
+    """One bar per (series, category), grouped by category: e.g. accuracy per gate (categories) and
+    learning rate (series). groups: {series name: {category: value}}, every series over the same categories."""
+    if not isinstance(groups, dict) or not groups or not all(isinstance(v, dict) and v for v in groups.values()):
+        raise TypeError("groups must be a non-empty dict {series name: {category: value}}")
+    categories = list(next(iter(groups.values())))
+    for name, values in groups.items():
+        if list(values) != categories:
+            raise ValueError(f"series {name!r} has categories {list(values)}, expected {categories}")
+    fig = go.Figure([go.Bar(name=str(name), x=categories, y=[float(values[c]) for c in categories])
+                     for name, values in groups.items()])
+    fig.update_layout(template=TEMPLATE, barmode="group", yaxis_title=y_title, title=title)
     return fig
