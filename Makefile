@@ -35,8 +35,10 @@ demo: install
 test: install
 	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# JupyterLab reads the project's defaults from jupyter/ (read-only; see jupyter/README.md) and keeps your
+# own settings and workspaces where it always does (~/.jupyter), never inside the repository.
 lab: install
-	JUPYTERLAB_SETTINGS_DIR=$(CURDIR)/notebooks/.jupyter/lab/user-settings \
+	JUPYTER_CONFIG_PATH=$(CURDIR)/jupyter$(if $(JUPYTER_CONFIG_PATH),:$(JUPYTER_CONFIG_PATH)) \
 		$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 clean:

@@ -17,6 +17,7 @@ import torch
 
 from . import seed_everything
 from .config import ModelConfig
+from .data.mqar import mqar_preset
 from .data.recipe import DataConfig, build_data
 from .files import atomic_write
 from .memory import cache_bytes
@@ -69,7 +70,14 @@ class RunResult:
         """One line of the results table."""
         m = self.model
         attention = m["block"] != "rodimus"
-        task = f"MQAR {self.data['preset']}" if self.data.get("task") == "mqar" else f"text {self.data.get('source')}"
+        d = self.data
+        if d.get("task") != "mqar":
+            task = f"text {d.get('source')}"
+        elif d.get("seq_len") or d.get("num_kv_pairs"):   # a preset with its length / pairs overridden
+            preset = mqar_preset(d["preset"], **{k: d[k] for k in ("seq_len", "num_kv_pairs") if d.get(k)})
+            task = f"MQAR L={preset.seq_len} p={preset.num_kv_pairs}"
+        else:
+            task = f"MQAR {d['preset']}"
         return {
             "variant": self.name, "task": task, "block": m["block"], "gate": m["gate"] if m["block"] != "transformer" else "—",
             "n": m["mem_size"], "short_conv": m["short_conv"], "key_norm": m["key_norm"],

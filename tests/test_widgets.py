@@ -242,7 +242,8 @@ def test_results_table_scrolls_inside_the_cell(tmp_path):
     lab = tiny_lab()
     lab.steps.value = 2
     lab.run()
-    assert lab.table.value.startswith('<div style="max-width:100%;overflow-x:auto">')
+    assert "rodimus-results" in lab.table.value
+    assert lab.table.layout.width == "100%" and lab.table.layout.overflow == "auto"
 
 
 def test_fast_mode_trains_a_small_task_where_the_variants_differ():
@@ -252,6 +253,7 @@ def test_fast_mode_trains_a_small_task_where_the_variants_differ():
     ddts, no_decay = (r.final["eval_accuracy"] for r in lab.run())
     assert lab.errors.last_error is None, lab.errors.value
     assert abs(no_decay - ddts) > 0.1, (ddts, no_decay)        # measured: 0.36 vs 0.58
+    assert {row["task"] for row in lab.rows()} == {"MQAR L=24 p=3"}
     assert max(ddts, no_decay) > 0.3                            # something was learned (chance: 1/32)
 
 

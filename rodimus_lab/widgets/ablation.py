@@ -113,7 +113,8 @@ class AblationLab:
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="", layout=widgets.Layout(width="40%"))
         self.status = widgets.Label("ready")
         self.export_status = widgets.HTML(layout=widgets.Layout(flex="1 1 auto"))   # beside its buttons
-        self.table = widgets.HTML(self._table_html(), layout=widgets.Layout(width="100%"))
+        # the table is as wide as its columns; the widget is as wide as the cell and scrolls sideways
+        self.table = widgets.HTML(self._table_html(), layout=widgets.Layout(width="100%", overflow="auto"))
         self.dashboard = TrainingDashboard(probe_every=probe_every, min_interval=min_interval, title="Ablation runs")
 
         self.run_button.on_click(lambda _: self.start())
@@ -317,9 +318,8 @@ class AblationLab:
             return "<i>results appear here after a run</i>"
         head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
-        return (f'<div style="max-width:100%;overflow-x:auto"><table class="rodimus-results" '
-                f'style="border-collapse:collapse;font-size:12px;white-space:nowrap" border="1">'
-                f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+        return (f'<table class="rodimus-results" style="border-collapse:collapse;font-size:12px;white-space:nowrap" '
+                f'border="1"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
 
     def to_csv(self) -> str:
         rows = self.rows()
