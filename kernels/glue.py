@@ -2,6 +2,8 @@
 
     short_conv_silu(x, weight, bias)          SiLU(causal depthwise conv of x')        twin: short_conv_silu_torch
     value_gate(gate_logits, x)                v = σ(x' W₁ W₂ + b) ⊙ x'                 twin: value_gate_torch
+    rms_norm(x, w, eps, out_dtype)            x / rms(x) ⊙ w (the pre-norms)           twin: rms_norm_torch
+    rope(x, cos, sin)                         rotate-half RoPE from tables             twin: rope_torch
     gated_rmsnorm(o, xc, z, d, w, eps)        RMSNorm((o + d ⊙ x̃) ⊙ SiLU(z)) ⊙ w       twin: gated_rmsnorm_torch
     gate_linear(x, weight, bias)              x W_g|τᵀ + b in float32                  twin: gate_linear_torch
 
@@ -25,12 +27,13 @@ the Triton kernels; other CPU tensors run the twins.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import glue_torch
 from .dispatch import cdiv, sm_count, triton_module, use_triton
 
-__all__ = ["short_conv_silu", "value_gate", "gated_rmsnorm", "gate_linear"]
+__all__ = ["short_conv_silu", "value_gate", "gated_rmsnorm", "gate_linear", "rms_norm", "rope"]
 
 
 def _kernels():
@@ -56,12 +59,18 @@ def _block(m: int) -> int:
 
 # --------------------------------------------------------------- short conv + SiLU
 
-CONV_TILES = (64, 128)   # (times, channels) per program on a GPU
+CONV_TILES = (32, 64)    # (times, channels) per program: no register spills on sm_90a (ptxas -v)
 CONV_TILES_CPU = (16, 32)
+CONV_TAPS = 4            # the kernels' taps; shorter kernels get leading zero taps, longer ones the twin
 
 
 def _conv_tiles(x: Tensor):
     return CONV_TILES if x.is_cuda else CONV_TILES_CPU
+
+
+def _four_taps(weight: Tensor) -> Tensor:
+    """weight [m, K ≤ 4] as [m, 4] with 4 − K leading zero taps (the same causal convolution)."""
+    return F.pad(weight, (CONV_TAPS - weight.shape[-1], 0)).contiguous()
 
 
 @torch.library.custom_op("rodimus::short_conv_silu", mutates_args=())
@@ -72,8 +81,7 @@ def _short_conv_silu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     y = torch.empty(B, T, M, device=x.device, dtype=x.dtype)
     BT, BC = _conv_tiles(x)
     _kernels().conv_silu_fwd[(cdiv(T, BT), cdiv(M, BC), B)](
-        x, weight.contiguous(), bias.contiguous(), y, T, M, x.stride(0), x.stride(1),
-        K=weight.shape[-1], BT=BT, BC=BC, num_warps=4)
+        x, _four_taps(weight), bias.contiguous(), y, T, M, x.stride(0), x.stride(1), BT=BT, BC=BC, num_warps=4)
     return y
 
 
@@ -85,19 +93,18 @@ def _(x, weight, bias):
 @torch.library.custom_op("rodimus::short_conv_silu_backward", mutates_args=())
 def _short_conv_silu_backward(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     B, T, M = x.shape
-    K = weight.shape[-1]
     if x.stride(-1) != 1:
         x = x.contiguous()
     BT, BC = _conv_tiles(x)
     parts = B * cdiv(T, BT)
     dx = torch.empty(B, T, M, device=x.device, dtype=x.dtype)
-    KP = 1 << (K - 1).bit_length()   # the partial's last dim: a power of 2 ≥ K
-    dw_part = torch.zeros(parts, M, KP, device=x.device, dtype=torch.float32)
+    dw_part = torch.empty(parts, M, CONV_TAPS, device=x.device, dtype=torch.float32)
     db_part = torch.empty(parts, M, device=x.device, dtype=torch.float32)
     _kernels().conv_silu_bwd[(cdiv(T, BT), cdiv(M, BC), B)](
-        x, weight.contiguous(), bias.contiguous(), dy.contiguous(), dx, dw_part, db_part, T, M,
-        x.stride(0), x.stride(1), K=K, KP=KP, BT=BT, BC=BC, num_warps=4)
-    return dx, dw_part.sum(0)[:, :K].to(weight.dtype), db_part.sum(0).to(bias.dtype)
+        x, _four_taps(weight), bias.contiguous(), dy.contiguous(), dx, dw_part, db_part, T, M,
+        x.stride(0), x.stride(1), BT=BT, BC=BC, num_warps=4)
+    dw = dw_part.sum(0)[:, CONV_TAPS - weight.shape[-1]:]
+    return dx, dw.to(weight.dtype), db_part.sum(0).to(bias.dtype)
 
 
 @_short_conv_silu_backward.register_fake
@@ -118,11 +125,11 @@ _short_conv_silu.register_autograd(_conv_backward, setup_context=_conv_setup)
 
 def short_conv_silu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """SiLU(bias + causal depthwise conv of x over time): x [B, T, m] (any row stride), weight [m, K],
-    bias [m] → [B, T, m] in x's dtype. Differentiable in all three."""
+    bias [m] → [B, T, m] in x's dtype. Differentiable in all three. The kernels take K ≤ 4 taps."""
     if x.dim() != 3 or weight.shape != (x.shape[-1], weight.shape[-1]) or bias.shape != (x.shape[-1],):
         raise ValueError(f"short_conv_silu takes x [B, T, m], weight [m, K], bias [m]; got x {tuple(x.shape)}, "
                          f"weight {tuple(weight.shape)}, bias {tuple(bias.shape)}")
-    if not use_triton(x):
+    if not use_triton(x) or weight.shape[-1] > CONV_TAPS:
         return glue_torch.short_conv_silu_torch(x, weight, bias)
     return _short_conv_silu(x, weight, bias)
 
@@ -283,3 +290,109 @@ def gate_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         if x.dtype in (torch.bfloat16, torch.float16) and x.is_cuda:
             return _GateLinear.apply(x, weight, bias)
         return glue_torch.gate_linear_torch(x, weight, bias)
+
+
+# ------------------------------------------------------------------------ RMSNorm
+
+@torch.library.custom_op("rodimus::rms_norm", mutates_args=())
+def _rms_norm(x: Tensor, weight: Tensor, eps: float, out_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    rows = _rows(x)
+    N, M = rows.shape
+    y = torch.empty(N, M, device=x.device, dtype=out_dtype)
+    rstd = torch.empty(N, device=x.device, dtype=torch.float32)
+    if N:
+        _kernels().rms_norm_fwd[(N,)](rows, weight.contiguous(), y, rstd, M, rows.stride(0), eps,
+                                      BM=_block(M), num_warps=8 if M > 1024 else 4)
+    return y.view(x.shape), rstd
+
+
+@_rms_norm.register_fake
+def _(x, weight, eps, out_dtype):
+    return x.new_empty(x.shape, dtype=out_dtype), x.new_empty(x.shape[:-1].numel(), dtype=torch.float32)
+
+
+@torch.library.custom_op("rodimus::rms_norm_backward", mutates_args=())
+def _rms_norm_backward(dy: Tensor, x: Tensor, weight: Tensor, rstd: Tensor) -> tuple[Tensor, Tensor]:
+    rows, dyrow = _rows(x), _rows(dy).contiguous()
+    N, M = rows.shape
+    G = max(1, min(N, _programs(x)))
+    dx = torch.empty(N, M, device=x.device, dtype=x.dtype)
+    dw_part = torch.zeros(G, M, device=x.device, dtype=torch.float32)
+    if N:
+        _kernels().rms_norm_bwd[(G,)](rows, weight.contiguous(), rstd, dyrow, dx, dw_part, N, M, rows.stride(0),
+                                      BM=_block(M), num_warps=8 if M > 1024 else 4)
+    return dx.view(x.shape), dw_part.sum(0).to(weight.dtype)
+
+
+@_rms_norm_backward.register_fake
+def _(dy, x, weight, rstd):
+    return x.new_empty(x.shape), torch.empty_like(weight)
+
+
+def _rms_setup(ctx, inputs, output):
+    x, weight, _, _ = inputs
+    ctx.save_for_backward(x, weight, output[1])
+
+
+def _rms_backward(ctx, dy, _drstd):
+    return (*_rms_norm_backward(dy, *ctx.saved_tensors), None, None)
+
+
+_rms_norm.register_autograd(_rms_backward, setup_context=_rms_setup)
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float, out_dtype: torch.dtype | None = None) -> Tensor:
+    """x · (mean x² + eps)^−½ ⊙ w over the last dim (any row stride), written in ``out_dtype`` (default x's):
+    a float32 residual stream can be normed straight into the bf16 that the next product reads."""
+    if weight.shape != x.shape[-1:]:
+        raise ValueError(f"rms_norm takes x [..., m] and weight [m]; got x {tuple(x.shape)}, weight {tuple(weight.shape)}")
+    out_dtype = x.dtype if out_dtype is None else out_dtype
+    if not use_triton(x):
+        return glue_torch.rms_norm_torch(x, weight, eps, out_dtype)
+    return _rms_norm(x, weight, float(eps), out_dtype)[0]
+
+
+# --------------------------------------------------------------------------- RoPE
+
+ROPE_ROWS = 32
+
+
+@torch.library.custom_op("rodimus::rope", mutates_args=())
+def _rope(x: Tensor, cos: Tensor, sin: Tensor, sign: float) -> Tensor:
+    x = x.contiguous()
+    B, T, H, d = x.shape
+    y = torch.empty_like(x)
+    N = B * T * H
+    if N:
+        _kernels().rope_rotate[(cdiv(N, ROPE_ROWS),)](x, cos.contiguous(), sin.contiguous(), y, N, T, H, sign,
+                                                      HALF=d // 2, BR=ROPE_ROWS, BD=_block(d // 2), num_warps=4)
+    return y
+
+
+@_rope.register_fake
+def _(x, cos, sin, sign):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _rope_setup(ctx, inputs, output):
+    _, cos, sin, ctx.sign = inputs
+    ctx.save_for_backward(cos, sin)
+
+
+def _rope_backward(ctx, dy):
+    cos, sin = ctx.saved_tensors
+    return _rope(dy, cos, sin, -ctx.sign), None, None, None   # the inverse rotation
+
+
+_rope.register_autograd(_rope_backward, setup_context=_rope_setup)
+
+
+def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate-half RoPE of x [B, T, H, d] with float32 tables cos, sin [T, d/2] (x's dtype out)."""
+    B, T, H, d = x.shape
+    if d % 2 or cos.shape != (T, d // 2) or sin.shape != (T, d // 2):
+        raise ValueError(f"rope takes x [B, T, H, d] (d even) and cos, sin [T, d/2]; got x {tuple(x.shape)}, "
+                         f"cos {tuple(cos.shape)}, sin {tuple(sin.shape)}")
+    if not use_triton(x):
+        return glue_torch.rope_torch(x, cos, sin)
+    return _rope(x, cos.float(), sin.float(), 1.0)

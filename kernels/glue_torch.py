@@ -41,3 +41,18 @@ def value_gate_torch(gate_logits, x):
 def gate_linear_torch(x, weight, bias):
     """x Wᵀ + b in float32 (at least): the DDTS gate logits."""
     return F.linear(_up(x), _up(weight), _up(bias))
+
+
+def rms_norm_torch(x, weight, eps, out_dtype=None):
+    """x · (mean x² + eps)^−½ ⊙ w over the last dim, float32 inside, in ``out_dtype`` (default x's)."""
+    xf = _up(x)
+    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * _up(weight)
+    return y.to(x.dtype if out_dtype is None else out_dtype)
+
+
+def rope_torch(x, cos, sin):
+    """Rotate-half RoPE of x [B, T, H, d] with per-position tables cos, sin [T, d/2] (float32 inside, x's
+    dtype out): pairs (i, i + d/2) rotated by the angle whose cos and sin the tables hold."""
+    x1, x2 = _up(x).chunk(2, dim=-1)
+    cos, sin = cos[:, None, :], sin[:, None, :]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)

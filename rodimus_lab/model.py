@@ -48,12 +48,15 @@ class Tap(nn.Identity):
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-5):
+    def __init__(self, dim: int, eps: float = 1e-5, backend: str = "reference"):
         super().__init__()
         self.eps = eps
+        self.backend = backend
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
+        if _fuse_eagerly(self.backend, x):   # one kernel, normed straight into the dtype autocast would cast to
+            return _glue().rms_norm(x, self.weight, self.eps, _autocast_dtype(x))
         xf = _up(x)
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight).to(x.dtype)
 
@@ -98,6 +101,18 @@ def _use_triton(backend: str, x: torch.Tensor) -> bool:
     if backend == "reference":
         return False
     return backend == "triton" or (x.is_cuda and _TRITON_INSTALLED)
+
+
+def _fuse_eagerly(backend: str, x: torch.Tensor) -> bool:
+    """The kernels for element-wise work that torch.compile fuses as well by itself (pre-norms, RoPE):
+    on the kernel backend, outside compilation."""
+    return _use_triton(backend, x) and not torch.compiler.is_compiling()
+
+
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the next matrix product reads x in: autocast's where it is on, else x's own."""
+    on = torch.is_autocast_enabled(x.device.type)
+    return torch.get_autocast_dtype(x.device.type) if on else x.dtype
 
 
 def _use_sdpa(backend: str, x: torch.Tensor) -> bool:
@@ -240,6 +255,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d, c.num_value_heads * dh, bias=False)
         self.out_proj = nn.Linear(c.num_heads * dh, d, bias=False)
         self.weights_tap = Tap()   # sees the attention weights [B, H, T, T] while a hook listens
+        self._tables = {}          # RoPE cos/sin per sequence length (the kernel backend's)
 
     def _qkv(self, x, offset: int):
         c = self.config
@@ -252,9 +268,22 @@ class Attention(nn.Module):
     def _rope(self, x, offset: int):
         """RoPE in the variant the config names (partial, interleaved, the official XPos scale)."""
         c = self.config
+        plain = c.rope_dim in (None, c.head_dim) and not c.rope_interleaved and c.xpos_scale_base is None
+        if plain and offset == 0 and _fuse_eagerly(c.backend, x):   # a whole sequence: one kernel, fwd and bwd
+            return _glue().rope(x, *self._rope_tables(x.shape[1], x.device))
         return attn_ref.rope(x, offset=offset, base=c.rope_base, dims=c.rope_dim, interleaved=c.rope_interleaved,
                              xpos_scale_base=c.xpos_scale_base,
                              xpos_center=c.max_seq_len // 2 if c.xpos_scale_base is not None else 0)
+
+    def _rope_tables(self, T: int, device):
+        """cos, sin [T, head_dim / 2] of positions 0 … T − 1 for the RoPE kernel, made once per length."""
+        key = (T, str(device))
+        if key not in self._tables:
+            half = self.config.head_dim // 2
+            cos, sin = attn_ref.rope_cos_sin(torch.arange(T, device=device), self.config.head_dim,
+                                             base=self.config.rope_base)
+            self._tables[key] = cos[:, :half].contiguous(), sin[:, :half].contiguous()
+        return self._tables[key]
 
     def forward(self, x, state: dict | None = None, position: int = 0):
         """x: RMS-normed [B, T, d] → [B, T, d].
@@ -372,12 +401,12 @@ class Layer(nn.Module):
         super().__init__()
         self.config = c = config
         if c.has_mixer:
-            self.mixer_norm = RMSNorm(c.d_model, c.norm_eps)
+            self.mixer_norm = RMSNorm(c.d_model, c.norm_eps, c.backend)
             self.mixer = RodimusMixer(c)
         if c.has_attention:
-            self.attn_norm = RMSNorm(c.d_model, c.norm_eps)
+            self.attn_norm = RMSNorm(c.d_model, c.norm_eps, c.backend)
             self.attn = Attention(c)
-            self.ffn_norm = RMSNorm(c.d_model, c.norm_eps)
+            self.ffn_norm = RMSNorm(c.d_model, c.norm_eps, c.backend)
             self.ffn = SwiGLU(c)
 
     def forward(self, x, state: dict | None = None, position: int = 0):
@@ -431,7 +460,7 @@ class RodimusLM(nn.Module):
         self.config = config
         self.embeddings = nn.Embedding(config.vocab_size, config.d_model)
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.n_layers))
-        self.norm_f = RMSNorm(config.d_model, config.norm_eps)
+        self.norm_f = RMSNorm(config.d_model, config.norm_eps, config.backend)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embeddings.weight

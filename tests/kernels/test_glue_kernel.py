@@ -13,26 +13,28 @@ import torch.nn.functional as F
 from conftest import gpu, rel_rms
 from rodimus_kernels import glue, glue_torch
 from rodimus_lab import ModelConfig
-from rodimus_lab.model import RodimusMixer, ShortConv
+from rodimus_lab import attention as attn_ref
+from rodimus_lab.model import RMSNorm, RodimusMixer, ShortConv
 
 
 
-def check(fused, twin, inputs, *, dtype=torch.float32, tol=1e-5, float_args=()):
+def check(fused, twin, inputs, *, dtype=torch.float32, tol=1e-5, float_args=(), constants=()):
     """fused(*inputs in `dtype`) vs twin(*the same values in float64): output and every input's gradient.
 
     Activations (the first inputs, `len(inputs) - len(float_args)` of them) get `dtype`; weights stay
-    float32. The output gradient is drawn representable in the output's dtype."""
+    float32; the inputs at `constants` (tables) need no gradient. The output gradient is drawn
+    representable in the output's dtype."""
     n_act = len(inputs) - len(float_args)
     kin = [x.to(dtype) if i < n_act else x for i, x in enumerate(inputs)]
-    kin = [x.detach().clone().requires_grad_() for x in kin]
-    rin = [x.detach().double().requires_grad_() for x in kin]
+    kin = [x.detach().clone().requires_grad_(i not in constants) for i, x in enumerate(kin)]
+    rin = [x.detach().double().requires_grad_(i not in constants) for i, x in enumerate(kin)]
     out = fused(*kin)
     ref = twin(*rin)
     grad = torch.randn(out.shape, dtype=torch.float32, device=out.device).to(out.dtype)
     out.backward(grad)
     ref.backward(grad.double())
     errors = {"out": rel_rms(out, ref)}
-    errors.update({f"d{i}": rel_rms(a.grad, b.grad) for i, (a, b) in enumerate(zip(kin, rin))})
+    errors.update({f"d{i}": rel_rms(a.grad, b.grad) for i, (a, b) in enumerate(zip(kin, rin)) if i not in constants})
     print(errors)
     assert max(errors.values()) <= tol, errors
     return errors
@@ -90,15 +92,40 @@ def test_value_gate(shape, scale):
     check(glue.value_gate, glue_torch.value_gate_torch, [logits, x])
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 8), (2, 7, 40), (1, 33, 1100)])
+def test_rms_norm(shape):
+    gen = torch.Generator().manual_seed(shape[-1])
+    x = torch.randn(*shape[:-1], 2 * shape[-1], generator=gen)[..., shape[-1]:]   # strided rows
+    check(lambda *a: glue.rms_norm(*a, 1e-5), lambda *a: glue_torch.rms_norm_torch(*a, 1e-5),
+          [x, 1 + 0.3 * torch.randn(shape[-1], generator=gen)], float_args=(1,))
+
+
+def rope_tables(T, d, device="cpu"):
+    cos, sin = attn_ref.rope_cos_sin(torch.arange(T, device=device), d)
+    return cos[:, : d // 2].contiguous(), sin[:, : d // 2].contiguous()
+
+
+@pytest.mark.parametrize("B, T, H, d", [(1, 1, 1, 8), (2, 13, 3, 16), (1, 70, 1, 64), (1, 5, 12, 24)])
+def test_rope(B, T, H, d):
+    x = torch.randn(B, T, H, d, generator=torch.Generator().manual_seed(T))
+    check(glue.rope, glue_torch.rope_torch, [x, *rope_tables(T, d)], float_args=(1, 2), constants=(1, 2))
+
+
 def test_twins_compute_what_the_model_modules_compute():
-    """The twins are the modules' equations: ShortConv.forward, the mixer's act_norm of (o + d ⊙ x̃) ⊙ SiLU(z)
-    and its gate logits."""
+    """The twins are the modules' equations: ShortConv.forward, RMSNorm, attention.rope, the mixer's act_norm
+    of (o + d ⊙ x̃) ⊙ SiLU(z) and its gate logits."""
     torch.manual_seed(0)
     config = ModelConfig(d_model=32, n_layers=1, mem_size=16, backend="reference")
     conv = ShortConv(24, 4)
     x = torch.randn(2, 11, 24)
     w, b = conv.conv1d.weight[:, 0], conv.conv1d.bias
     assert rel_rms(glue_torch.short_conv_silu_torch(x, w, b), conv(x)) <= 1e-6
+    norm = RMSNorm(24)
+    with torch.no_grad():
+        norm.weight.normal_()
+    assert rel_rms(glue_torch.rms_norm_torch(x, norm.weight, norm.eps), norm(x)) <= 1e-6
+    q = torch.randn(2, 11, 3, 16)
+    assert rel_rms(glue_torch.rope_torch(q, *rope_tables(11, 16)), attn_ref.rope(q)) <= 1e-6
     mixer = RodimusMixer(config)
     with torch.no_grad():
         mixer.residual_weight.normal_()
@@ -137,6 +164,13 @@ def test_gpu_glue(T, dtype, tol):
     check(glue.value_gate, glue_torch.value_gate_torch,
           [torch.randn(2, T, m, generator=gen, device="cuda"), torch.randn(2, T, m, generator=gen, device="cuda")],
           dtype=dtype, tol=tol)
+    x = torch.randn(2, T, 768, generator=gen, device="cuda")   # the float32 stream, normed into `dtype`
+    assert glue.rms_norm(x, torch.ones(768, device="cuda"), eps, dtype).dtype == dtype
+    check(lambda *a: glue.rms_norm(*a, eps), lambda *a: glue_torch.rms_norm_torch(*a, eps),
+          [x, torch.randn(768, generator=gen, device="cuda")], tol=tol, float_args=(1,))
+    check(glue.rope, glue_torch.rope_torch, [torch.randn(2, T, 12, 64, generator=gen, device="cuda"),
+                                            *rope_tables(T, 64, "cuda")], dtype=dtype, tol=tol, float_args=(1, 2),
+          constants=(1, 2))
     # the gate projection: 16-bit operands on tensor cores, float32 logits
     x = torch.randn(2, T, m, generator=gen, device="cuda")
     assert glue.gate_linear(x.to(dtype), torch.randn(4, m, device="cuda"), torch.randn(4, device="cuda")).dtype == torch.float32
