@@ -108,8 +108,8 @@ print("RodimusMixer = the six lines above, from its own parameters ✓")
 # ### The initialisation: why α starts near 1
 # The gate projection starts with small weights (Xavier, gain 2^−2.5), so at first the gates are set by its
 # **biases**: `b_g = softplus⁻¹(g₀)` with g₀ log-uniform in [10⁻³, 0.1], and `b_τ = logit(τ₀)` with τ₀ uniform in
-# [1/16, 0.9]. So a fresh layer has `α = e^{−τ₀g₀} ≥ e^{−0.09} ≈ 0.91` — it keeps almost everything, and a write
-# survives for tens to thousands of tokens (half-life ln 2 / (τg)). A decay far below 1 at the start would erase
+# [1/16, 0.9]. So a fresh layer has `α ≈ e^{−τ₀g₀} ≥ e^{−0.09} ≈ 0.91` (up to what the small weights add) — it
+# keeps almost everything, and a write survives from a few tokens to thousands (half-life ln 2 / (τg)). A decay far below 1 at the start would erase
 # the state within a few tokens, and with it the gradient signal that could teach the model to keep it. The same
 # idea as Mamba's initial step Δ ∈ [10⁻³, 0.1].
 
