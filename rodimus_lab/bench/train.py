@@ -140,11 +140,21 @@ def _profile(step, device, top: int) -> str:
     return prof.key_averages().table(sort_by=sort, row_limit=top, max_name_column_width=70)
 
 
-def run(models=MODELS, seq_lens=(2048, 8192), *, modes=("eager", "compiled"), tokens=16384, device="cuda",
-        warmup=3, steps=6, profile=False, backend="auto", **sizes) -> dict:
+def run(models=MODELS, seq_lens=(2048, 8192), *, modes=("eager", "compiled"), compiled_seq_lens=None,
+        tokens=16384, device="cuda", warmup=3, steps=6, profile=False, backend="auto", out=None, command=None,
+        **sizes) -> dict:
+    """Every model × T × mode; ``compiled_seq_lens`` limits the compiled rows (None: every T). With ``out``
+    the results file is rewritten after every row, so a crash keeps the rows measured before it."""
     rows = []
+    results = dict(environment=_environment(torch.device(device)), tokens_per_step=tokens, warmup=warmup,
+                   steps=steps, backend=backend, rows=rows,
+                   configs={name: model_config(name, backend=backend, **sizes).to_dict() for name in models})
+    if command is not None:
+        results["environment"]["command"] = command
     for seq_len in seq_lens:
         for mode in modes:
+            if mode == "compiled" and compiled_seq_lens is not None and seq_len not in compiled_seq_lens:
+                continue
             for name in models:
                 config = model_config(name, backend=backend, **sizes)
                 try:
@@ -160,9 +170,9 @@ def run(models=MODELS, seq_lens=(2048, 8192), *, modes=("eager", "compiled"), to
                 if "profile" in row:
                     print(row["profile"], flush=True)
                 rows.append(row)
-    return dict(environment=_environment(torch.device(device)), tokens_per_step=tokens, warmup=warmup,
-                steps=steps, backend=backend, configs={name: model_config(name, backend=backend, **sizes).to_dict()
-                                                       for name in models}, rows=rows)
+                if out is not None:
+                    Path(out).write_text(json.dumps(results, indent=1))
+    return results
 
 
 def _environment(device: torch.device) -> dict:
@@ -205,11 +215,38 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def figure(results: dict):
+    """Tokens/s and peak memory of every measured row, one group of bars per model (plotly)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    rows = [r for r in results["rows"] if "error" not in r]
+    series = sorted({(r["seq_len"], r["compiled"]) for r in rows})
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("training tokens / s (thousands)", "peak memory (GiB)"))
+    colors = ("#4C72B0", "#55A868", "#DD8452", "#8172B3", "#C44E52")
+    for (T, compiled), color in zip(series, colors * len(series)):
+        chosen = [r for r in rows if (r["seq_len"], r["compiled"]) == (T, compiled)]
+        name = f"T={T} {'compiled' if compiled else 'eager'}"
+        labels = [r["label"].replace(" (transformers, SDPA)", "-SDPA") for r in chosen]
+        fig.add_bar(x=labels, y=[r["tokens_per_s"] / 1e3 for r in chosen], name=name, legendgroup=name,
+                    marker_color=color, row=1, col=1)
+        if all("peak_gib" in r for r in chosen):
+            fig.add_bar(x=labels, y=[r["peak_gib"] for r in chosen], name=name, legendgroup=name, showlegend=False,
+                        marker_color=color, row=1, col=2)
+    env = results["environment"]
+    fig.update_layout(barmode="group", width=1100, height=420, template="plotly_white",
+                      title=f"B·T = {results['tokens_per_step']} tokens per step, bf16 autocast, AdamW — "
+                            f"{env.get('gpu', env['device'])}, torch {env['torch']}")
+    return fig
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="rodimus-lab bench train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, from %(default)s")
     parser.add_argument("--seq-lens", default="2048,8192", help="comma-separated sequence lengths T")
     parser.add_argument("--modes", default="eager,compiled", help="eager, compiled or both (comma-separated)")
+    parser.add_argument("--compiled-seq-lens", default=None,
+                        help="the T of the compiled rows (default: every --seq-lens; each T compiles anew)")
     parser.add_argument("--tokens", type=int, default=16384, help="tokens per step (batch = tokens // T)")
     parser.add_argument("--d-model", type=int, default=768)
     parser.add_argument("--n-layers", type=int, default=12)
@@ -223,23 +260,27 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=6, help="timed steps (mean reported)")
     parser.add_argument("--profile", action="store_true", help="print the top kernels of one step per row")
     parser.add_argument("--out", default=None, help="results file (default runs/bench/train_<device>.json)")
+    parser.add_argument("--figure", default=None, help="also draw tokens/s and peak memory into this image (plotly)")
     args = parser.parse_args(argv)
     models, modes = args.models.split(","), args.modes.split(",")
     for bad in sorted(set(models) - set(MODELS)):
         parser.error(f"--models: unknown model {bad!r}; choose from {','.join(MODELS)}")
     for bad in sorted(set(modes) - {"eager", "compiled"}):
         parser.error(f"--modes: unknown mode {bad!r}; choose from eager,compiled")
-    results = run(models, [int(T) for T in args.seq_lens.split(",")], modes=modes, tokens=args.tokens,
-                  device=args.device, warmup=args.warmup, steps=args.steps, profile=args.profile,
-                  backend=args.backend, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
-                  vocab_size=args.vocab_size, window=args.window)
-    arguments = sys.argv[1:] if argv is None else list(argv)
-    results["environment"]["command"] = " ".join(["rodimus-lab bench train", *arguments])
+    compiled_seq_lens = None if args.compiled_seq_lens is None else [int(T) for T in args.compiled_seq_lens.split(",")]
     out = Path(args.out or f"runs/bench/train_{torch.device(args.device).type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    results = run(models, [int(T) for T in args.seq_lens.split(",")], modes=modes, compiled_seq_lens=compiled_seq_lens,
+                  tokens=args.tokens, device=args.device, warmup=args.warmup, steps=args.steps, profile=args.profile,
+                  backend=args.backend, out=out, command=" ".join(["rodimus-lab bench train", *arguments]),
+                  d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, vocab_size=args.vocab_size,
+                  window=args.window)
     print(format_table(results))
     print(f"results written to {out}")
+    if args.figure:
+        figure(results).write_image(args.figure, scale=2)
+        print(f"figure written to {args.figure}")
     return results
 
 
