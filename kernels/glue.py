@@ -70,6 +70,8 @@ def _conv_tiles(x: Tensor):
 
 def _four_taps(weight: Tensor) -> Tensor:
     """weight [m, K ≤ 4] as [m, 4] with 4 − K leading zero taps (the same causal convolution)."""
+    if weight.shape[-1] == CONV_TAPS:
+        return weight.contiguous()
     return F.pad(weight, (CONV_TAPS - weight.shape[-1], 0)).contiguous()
 
 
@@ -216,10 +218,10 @@ def _gated_rmsnorm_backward(dy: Tensor, o: Tensor, xc: Tensor, z: Tensor, residu
                             norm_weight: Tensor, rstd: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     orow, xrow, zrow, dyrow = _rows(o), _rows(xc), _rows(z), _rows(dy).contiguous()
     N, M = zrow.shape
-    G = max(1, min(N, _programs(z)))
+    G = min(N, _programs(z))   # 0 rows: empty partials, zero sums
     do, dxc, dz = (torch.empty(N, M, device=z.device, dtype=t.dtype) for t in (o, xc, z))
-    dd_part = torch.zeros(G, M, device=z.device, dtype=torch.float32)
-    dw_part = torch.zeros(G, M, device=z.device, dtype=torch.float32)
+    dd_part = torch.empty(G, M, device=z.device, dtype=torch.float32)   # each program writes its row
+    dw_part = torch.empty(G, M, device=z.device, dtype=torch.float32)
     if N:
         _kernels().gated_norm_bwd[(G,)](orow, xrow, zrow, residual_weight.contiguous(), norm_weight.contiguous(),
                                         rstd, dyrow, do, dxc, dz, dd_part, dw_part, N, M,
@@ -315,9 +317,9 @@ def _(x, weight, eps, out_dtype):
 def _rms_norm_backward(dy: Tensor, x: Tensor, weight: Tensor, rstd: Tensor) -> tuple[Tensor, Tensor]:
     rows, dyrow = _rows(x), _rows(dy).contiguous()
     N, M = rows.shape
-    G = max(1, min(N, _programs(x)))
+    G = min(N, _programs(x))   # 0 rows: empty partials, zero sums
     dx = torch.empty(N, M, device=x.device, dtype=x.dtype)
-    dw_part = torch.zeros(G, M, device=x.device, dtype=torch.float32)
+    dw_part = torch.empty(G, M, device=x.device, dtype=torch.float32)   # each program writes its row
     if N:
         _kernels().rms_norm_bwd[(G,)](rows, weight.contiguous(), rstd, dyrow, dx, dw_part, N, M, rows.stride(0),
                                       BM=_block(M), num_warps=8 if M > 1024 else 4)

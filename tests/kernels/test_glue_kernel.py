@@ -100,6 +100,14 @@ def test_rms_norm(shape):
           [x, 1 + 0.3 * torch.randn(shape[-1], generator=gen)], float_args=(1,))
 
 
+def test_norms_of_no_rows_have_zero_weight_gradients():
+    w = torch.ones(8, requires_grad=True)
+    glue.rms_norm(torch.randn(0, 8), w, 1e-5).sum().backward()
+    o, xc, z, d, wn = (t.requires_grad_() for t in norm_inputs((1, 0, 8)))
+    glue.gated_rmsnorm(o, xc, z, d, wn, 1e-5).sum().backward()
+    assert not w.grad.any() and not d.grad.any() and not wn.grad.any()
+
+
 def rope_tables(T, d, device="cpu"):
     cos, sin = attn_ref.rope_cos_sin(torch.arange(T, device=device), d)
     return cos[:, : d // 2].contiguous(), sin[:, : d // 2].contiguous()
