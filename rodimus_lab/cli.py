@@ -63,6 +63,8 @@ EXAMPLES = {
     "info": ["rodimus-lab info --d-model 2048 --n-layers 48 --context 4096",
              "rodimus-lab info --block transformer --d-model 768 --n-heads 12 --context 1024 32768"],
     "bench": ["rodimus-lab bench decode --device cuda --contexts 1024,32768   # decoding latency/memory vs context",
+              "rodimus-lab bench train --models rodimus_plus --seq-lens 2048      # training tokens/s and memory",
+              "rodimus-lab bench decode --out docs/results/decode.json   # results go to runs/bench/ unless --out",
               "rodimus-lab bench decode --help"],
     "sweep": ["rodimus-lab sweep experiments/mqar_state_size.yaml --device cuda   # every point, resuming",
               "rodimus-lab sweep experiments/mqar_state_size.yaml --only Rodimus --list",
