@@ -85,7 +85,8 @@ def trained_mqar_figures(steps: int = 1500) -> dict:
     result = viz.probe(model.eval(), ids)
     alpha = result.gates[0]["log_alpha"].exp()
     print(f"trained MQAR model: {len(history)} records, test accuracy {accuracy:.3f}, layer-0 α on test example 0 "
-          f"in [{float(alpha.min()):.4f}, {float(alpha.max()):.5f}]")
+          f"in [{float(alpha.min()):.4f}, {float(alpha.max()):.5f}], median {float(alpha.median()):.5f}; per token, "
+          "mean α: " + " ".join(f"{t}:{a:.3f}" for t, a in zip(tokens, alpha.mean(1).tolist())))
     where = f"Rodimus+ trained on MQAR (test accuracy {accuracy:.2f})"
     return {
         "mqar_training": viz.training_curves(history, y=("loss", "eval_accuracy"), title=f"MQAR training: {where}"),
@@ -104,7 +105,14 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for name, fig in figures().items():
         path = OUT / f"{name}.png"
-        fig.write_image(path, scale=1.5)
+        for attempt in range(3):   # kaleido's browser page is now and then not ready ("kaleido_scopes is not defined")
+            try:
+                fig.write_image(path, scale=1.5)
+                break
+            except Exception as error:
+                if attempt == 2:
+                    raise
+                print(f"retrying {name}: {type(error).__name__}")
         print(f"wrote {path.relative_to(OUT.parent.parent)}")
 
 
