@@ -69,6 +69,7 @@ import torch
 
 from . import ddts_torch
 from .dispatch import cdiv, dot_precision, sm_count, triton_module, use_triton
+from .ops import KernelOp
 
 __all__ = ["ddts", "ddts_step"]
 
@@ -133,7 +134,7 @@ def ddts(q, k, v, g_logits, tau_logits, *, scale=None, initial_state=None, outpu
                                      cu_seqlens)
     save_states = torch.is_grad_enabled() and any(
         x is not None and x.requires_grad for x in (q, k, v, g_logits, tau_logits, initial_state))
-    o, final = _ddts_forward(q, k, v, g_logits, tau_logits, initial_state, cu_seqlens, scale, output_final_state,
+    o, final = _DDTS(q, k, v, g_logits, tau_logits, initial_state, cu_seqlens, scale, output_final_state,
                              save_states)[:2]
     return o, (final if output_final_state else None)
 
@@ -161,15 +162,14 @@ def _plan(q, cu_seqlens):
     return True, NT, (cu, chunk_seq, chunk_local, chunk_off), NC, cu.numel() - 1
 
 
-# The training kernels as torch.library custom ops with their autograd and fake (shape) functions:
-# torch.compile calls them as opaque ops instead of tracing into the Triton launches. The forward
-# returns what the backward needs besides the inputs (qg, kg, e^{b_C}, A, h); absent outputs are
-# empty tensors (a custom op returns no None).
+# The training kernels as one KernelOp (ops.py): a torch.library custom op with autograd and fake (shape)
+# functions under torch.compile, which calls it opaquely instead of tracing into the Triton launches; a
+# plain autograd Function of the same functions when eager. The forward returns what the backward needs
+# besides the inputs (qg, kg, e^{b_C}, A, h); absent outputs are empty tensors (a custom op returns no None).
 _SEVEN = tuple[(torch.Tensor,) * 7]
 _SIX = tuple[(torch.Tensor,) * 6]
 
 
-@torch.library.custom_op("rodimus::ddts_forward", mutates_args=())
 def _ddts_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g_logits: torch.Tensor,
                   tau_logits: torch.Tensor, initial_state: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
                   scale: float, output_final_state: bool, save_states: bool) -> _SEVEN:
@@ -198,8 +198,7 @@ def _ddts_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g_logits: t
     return o, final, qg, kg, gc, A, h
 
 
-@_ddts_forward.register_fake
-def _(q, k, v, g_logits, tau_logits, initial_state, cu_seqlens, scale, output_final_state, save_states):
+def _ddts_forward_fake(q, k, v, g_logits, tau_logits, initial_state, cu_seqlens, scale, output_final_state, save_states):
     B, T, H, n = q.shape
     m = v.shape[-1]
     if cu_seqlens is None:
@@ -213,7 +212,6 @@ def _(q, k, v, g_logits, tau_logits, initial_state, cu_seqlens, scale, output_fi
             torch.empty(NC if save_states else 0, H, n, m, **f32))
 
 
-@torch.library.custom_op("rodimus::ddts_backward", mutates_args=())
 def _ddts_backward(do: torch.Tensor, dfinal: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor,
                    v: torch.Tensor, g_logits: torch.Tensor, tau_logits: torch.Tensor, qg: torch.Tensor,
                    kg: torch.Tensor, gc: torch.Tensor, A: torch.Tensor, h: torch.Tensor,
@@ -256,8 +254,7 @@ def _ddts_backward(do: torch.Tensor, dfinal: torch.Tensor | None, q: torch.Tenso
     return dq, dk, dv, dg, dtau, dh0
 
 
-@_ddts_backward.register_fake
-def _(do, dfinal, q, k, v, g_logits, tau_logits, qg, kg, gc, A, h, cu_seqlens, scale, has_h0):
+def _ddts_backward_fake(do, dfinal, q, k, v, g_logits, tau_logits, qg, kg, gc, A, h, cu_seqlens, scale, has_h0):
     B, _, H, n = q.shape
     num_seqs = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     dh0 = torch.empty(num_seqs if has_h0 else 0, H, n, v.shape[-1], device=q.device, dtype=torch.float32)
@@ -271,17 +268,18 @@ def _setup_context(ctx, inputs, output):
     ctx.h0_dtype = None if initial_state is None else initial_state.dtype
 
 
-def _ddts_grad(ctx, do, dfinal, *_):
+def _ddts_grad(ctx, backward, do, dfinal, *_):
     q, k, v, g_logits, tau_logits, qg, kg, gc, A, h, cu_seqlens = ctx.saved_tensors
     do = torch.zeros_like(v) if do is None else do
     dfinal = dfinal if dfinal is not None and dfinal.numel() else None
-    grads = _ddts_backward(do, dfinal, q, k, v, g_logits, tau_logits, qg, kg, gc, A, h, cu_seqlens,
+    grads = backward(do, dfinal, q, k, v, g_logits, tau_logits, qg, kg, gc, A, h, cu_seqlens,
                            ctx.scale, ctx.h0_dtype is not None)
     dh0 = None if ctx.h0_dtype is None else grads[5].to(ctx.h0_dtype)
     return (*grads[:5], dh0, None, None, None, None)
 
 
-_ddts_forward.register_autograd(_ddts_grad, setup_context=_setup_context)
+_DDTS = KernelOp("ddts", _ddts_forward, _ddts_backward, setup_context=_setup_context, grad=_ddts_grad,
+                 fake=_ddts_forward_fake, backward_fake=_ddts_backward_fake)
 
 
 def ddts_step(q, k, v, g_logits, tau_logits, state, *, scale=None):

@@ -17,8 +17,9 @@ storing it. ``gate_linear`` is no Triton kernel: a bf16 tensor-core product with
 (``torch.mm(..., out_dtype=torch.float32)``), so the gates still see float32 logits without the float32
 copy of x̃ and the FFMA product that switching autocast off costs.
 
-The Triton kernels are ``torch.library`` custom ops (``torch.ops.rodimus.*``) with their autograd and
-fake (shape) functions: ``torch.compile`` treats them as opaque calls and fuses around them.
+Each Triton op is a :class:`~rodimus_kernels.ops.KernelOp`: a ``torch.library`` custom op
+(``torch.ops.rodimus.*``, with autograd and fake functions) under ``torch.compile``, which treats it as an
+opaque call and fuses around it; a plain autograd Function of the same two functions when eager.
 
 Where the work runs: CUDA tensors and CPU tensors with ``TRITON_INTERPRET=1`` (set before import) run
 the Triton kernels; other CPU tensors run the twins.
@@ -32,6 +33,7 @@ from torch import Tensor
 
 from . import glue_torch
 from .dispatch import cdiv, sm_count, triton_module, use_triton
+from .ops import KernelOp
 
 __all__ = ["short_conv_silu", "value_gate", "gated_rmsnorm", "gate_linear", "rms_norm", "rope"]
 
@@ -75,7 +77,6 @@ def _four_taps(weight: Tensor) -> Tensor:
     return F.pad(weight, (CONV_TAPS - weight.shape[-1], 0)).contiguous()
 
 
-@torch.library.custom_op("rodimus::short_conv_silu", mutates_args=())
 def _short_conv_silu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     B, T, M = x.shape
     if x.stride(-1) != 1:
@@ -87,12 +88,10 @@ def _short_conv_silu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return y
 
 
-@_short_conv_silu.register_fake
-def _(x, weight, bias):
+def _short_conv_silu_fake(x, weight, bias):
     return x.new_empty(x.shape)
 
 
-@torch.library.custom_op("rodimus::short_conv_silu_backward", mutates_args=())
 def _short_conv_silu_backward(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     B, T, M = x.shape
     if x.stride(-1) != 1:
@@ -109,8 +108,7 @@ def _short_conv_silu_backward(dy: Tensor, x: Tensor, weight: Tensor, bias: Tenso
     return dx, dw.to(weight.dtype), db_part.sum(0).to(bias.dtype)
 
 
-@_short_conv_silu_backward.register_fake
-def _(dy, x, weight, bias):
+def _short_conv_silu_backward_fake(dy, x, weight, bias):
     return x.new_empty(x.shape), torch.empty_like(weight), torch.empty_like(bias)
 
 
@@ -118,11 +116,13 @@ def _conv_setup(ctx, inputs, output):
     ctx.save_for_backward(*inputs)
 
 
-def _conv_backward(ctx, dy):
-    return _short_conv_silu_backward(dy, *ctx.saved_tensors)
+def _conv_grad(ctx, backward, dy):
+    return backward(dy, *ctx.saved_tensors)
 
 
-_short_conv_silu.register_autograd(_conv_backward, setup_context=_conv_setup)
+_SHORT_CONV_SILU = KernelOp("short_conv_silu", _short_conv_silu, _short_conv_silu_backward,
+                            setup_context=_conv_setup, grad=_conv_grad, fake=_short_conv_silu_fake,
+                            backward_fake=_short_conv_silu_backward_fake)
 
 
 def short_conv_silu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
@@ -133,7 +133,7 @@ def short_conv_silu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
                          f"weight {tuple(weight.shape)}, bias {tuple(bias.shape)}")
     if not use_triton(x) or weight.shape[-1] > CONV_TAPS:
         return glue_torch.short_conv_silu_torch(x, weight, bias)
-    return _short_conv_silu(x, weight, bias)
+    return _SHORT_CONV_SILU(x, weight, bias)
 
 
 # ---------------------------------------------------------------------- value gate
@@ -141,7 +141,6 @@ def short_conv_silu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 VALUE_BLOCK = 1024
 
 
-@torch.library.custom_op("rodimus::value_gate", mutates_args=())
 def _value_gate(gate_logits: Tensor, x: Tensor) -> Tensor:
     lg, xr = _rows(gate_logits), _rows(x)
     N, M = xr.shape
@@ -151,12 +150,10 @@ def _value_gate(gate_logits: Tensor, x: Tensor) -> Tensor:
     return v.view(x.shape)
 
 
-@_value_gate.register_fake
-def _(gate_logits, x):
+def _value_gate_fake(gate_logits, x):
     return x.new_empty(x.shape)
 
 
-@torch.library.custom_op("rodimus::value_gate_backward", mutates_args=())
 def _value_gate_backward(dv: Tensor, gate_logits: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     lg, xr, dvr = _rows(gate_logits), _rows(x), _rows(dv).contiguous()
     N, M = xr.shape
@@ -167,8 +164,7 @@ def _value_gate_backward(dv: Tensor, gate_logits: Tensor, x: Tensor) -> tuple[Te
     return dl.view(gate_logits.shape), dx.view(x.shape)
 
 
-@_value_gate_backward.register_fake
-def _(dv, gate_logits, x):
+def _value_gate_backward_fake(dv, gate_logits, x):
     return gate_logits.new_empty(gate_logits.shape), x.new_empty(x.shape)
 
 
@@ -176,11 +172,12 @@ def _value_setup(ctx, inputs, output):
     ctx.save_for_backward(*inputs)
 
 
-def _value_backward(ctx, dv):
-    return _value_gate_backward(dv, *ctx.saved_tensors)
+def _value_grad(ctx, backward, dv):
+    return backward(dv, *ctx.saved_tensors)
 
 
-_value_gate.register_autograd(_value_backward, setup_context=_value_setup)
+_VALUE_GATE = KernelOp("value_gate", _value_gate, _value_gate_backward, setup_context=_value_setup,
+                       grad=_value_grad, fake=_value_gate_fake, backward_fake=_value_gate_backward_fake)
 
 
 def value_gate(gate_logits: Tensor, x: Tensor) -> Tensor:
@@ -189,12 +186,11 @@ def value_gate(gate_logits: Tensor, x: Tensor) -> Tensor:
         raise ValueError(f"gate_logits and x must share one shape, got {tuple(gate_logits.shape)} and {tuple(x.shape)}")
     if not use_triton(x):
         return glue_torch.value_gate_torch(gate_logits, x)
-    return _value_gate(gate_logits, x)
+    return _VALUE_GATE(gate_logits, x)
 
 
 # ------------------------------------------------- gated RMSNorm with the skip term
 
-@torch.library.custom_op("rodimus::gated_rmsnorm", mutates_args=())
 def _gated_rmsnorm(o: Tensor, xc: Tensor, z: Tensor, residual_weight: Tensor, norm_weight: Tensor,
                    eps: float) -> tuple[Tensor, Tensor]:
     orow, xrow, zrow = _rows(o), _rows(xc), _rows(z)
@@ -208,12 +204,10 @@ def _gated_rmsnorm(o: Tensor, xc: Tensor, z: Tensor, residual_weight: Tensor, no
     return y.view(z.shape), rstd
 
 
-@_gated_rmsnorm.register_fake
-def _(o, xc, z, residual_weight, norm_weight, eps):
+def _gated_rmsnorm_fake(o, xc, z, residual_weight, norm_weight, eps):
     return z.new_empty(z.shape), z.new_empty(z.shape[:-1].numel(), dtype=torch.float32)
 
 
-@torch.library.custom_op("rodimus::gated_rmsnorm_backward", mutates_args=())
 def _gated_rmsnorm_backward(dy: Tensor, o: Tensor, xc: Tensor, z: Tensor, residual_weight: Tensor,
                             norm_weight: Tensor, rstd: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     orow, xrow, zrow, dyrow = _rows(o), _rows(xc), _rows(z), _rows(dy).contiguous()
@@ -231,8 +225,7 @@ def _gated_rmsnorm_backward(dy: Tensor, o: Tensor, xc: Tensor, z: Tensor, residu
             dd_part.sum(0).to(residual_weight.dtype), dw_part.sum(0).to(norm_weight.dtype))
 
 
-@_gated_rmsnorm_backward.register_fake
-def _(dy, o, xc, z, residual_weight, norm_weight, rstd):
+def _gated_rmsnorm_backward_fake(dy, o, xc, z, residual_weight, norm_weight, rstd):
     return (o.new_empty(o.shape), xc.new_empty(xc.shape), z.new_empty(z.shape),
             torch.empty_like(residual_weight), torch.empty_like(norm_weight))
 
@@ -242,11 +235,12 @@ def _norm_setup(ctx, inputs, output):
     ctx.save_for_backward(o, xc, z, residual_weight, norm_weight, output[1])
 
 
-def _norm_backward(ctx, dy, _drstd):
-    return (*_gated_rmsnorm_backward(dy, *ctx.saved_tensors), None)
+def _norm_grad(ctx, backward, dy, _drstd):
+    return (*backward(dy, *ctx.saved_tensors), None)
 
 
-_gated_rmsnorm.register_autograd(_norm_backward, setup_context=_norm_setup)
+_GATED_RMSNORM = KernelOp("gated_rmsnorm", _gated_rmsnorm, _gated_rmsnorm_backward, setup_context=_norm_setup,
+                          grad=_norm_grad, fake=_gated_rmsnorm_fake, backward_fake=_gated_rmsnorm_backward_fake)
 
 
 def gated_rmsnorm(o: Tensor, xc: Tensor, z: Tensor, residual_weight: Tensor, norm_weight: Tensor,
@@ -259,7 +253,7 @@ def gated_rmsnorm(o: Tensor, xc: Tensor, z: Tensor, residual_weight: Tensor, nor
                          f"{tuple(norm_weight.shape)}")
     if not use_triton(z):
         return glue_torch.gated_rmsnorm_torch(o, xc, z, residual_weight, norm_weight, eps)
-    return _gated_rmsnorm(o, xc, z, residual_weight, norm_weight, float(eps))[0]
+    return _GATED_RMSNORM(o, xc, z, residual_weight, norm_weight, float(eps))[0]
 
 
 # ------------------------------------------------------------ gate projection
@@ -296,7 +290,6 @@ def gate_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 
 # ------------------------------------------------------------------------ RMSNorm
 
-@torch.library.custom_op("rodimus::rms_norm", mutates_args=())
 def _rms_norm(x: Tensor, weight: Tensor, eps: float, out_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     rows = _rows(x)
     N, M = rows.shape
@@ -308,12 +301,10 @@ def _rms_norm(x: Tensor, weight: Tensor, eps: float, out_dtype: torch.dtype) -> 
     return y.view(x.shape), rstd
 
 
-@_rms_norm.register_fake
-def _(x, weight, eps, out_dtype):
+def _rms_norm_fake(x, weight, eps, out_dtype):
     return x.new_empty(x.shape, dtype=out_dtype), x.new_empty(x.shape[:-1].numel(), dtype=torch.float32)
 
 
-@torch.library.custom_op("rodimus::rms_norm_backward", mutates_args=())
 def _rms_norm_backward(dy: Tensor, x: Tensor, weight: Tensor, rstd: Tensor) -> tuple[Tensor, Tensor]:
     rows, dyrow = _rows(x), _rows(dy).contiguous()
     N, M = rows.shape
@@ -326,8 +317,7 @@ def _rms_norm_backward(dy: Tensor, x: Tensor, weight: Tensor, rstd: Tensor) -> t
     return dx.view(x.shape), dw_part.sum(0).to(weight.dtype)
 
 
-@_rms_norm_backward.register_fake
-def _(dy, x, weight, rstd):
+def _rms_norm_backward_fake(dy, x, weight, rstd):
     return x.new_empty(x.shape), torch.empty_like(weight)
 
 
@@ -336,11 +326,12 @@ def _rms_setup(ctx, inputs, output):
     ctx.save_for_backward(x, weight, output[1])
 
 
-def _rms_backward(ctx, dy, _drstd):
-    return (*_rms_norm_backward(dy, *ctx.saved_tensors), None, None)
+def _rms_grad(ctx, backward, dy, _drstd):
+    return (*backward(dy, *ctx.saved_tensors), None, None)
 
 
-_rms_norm.register_autograd(_rms_backward, setup_context=_rms_setup)
+_RMS_NORM = KernelOp("rms_norm", _rms_norm, _rms_norm_backward, setup_context=_rms_setup, grad=_rms_grad,
+                     fake=_rms_norm_fake, backward_fake=_rms_norm_backward_fake)
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float, out_dtype: torch.dtype | None = None) -> Tensor:
@@ -351,7 +342,7 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float, out_dtype: torch.dtype | Non
     out_dtype = x.dtype if out_dtype is None else out_dtype
     if not use_triton(x):
         return glue_torch.rms_norm_torch(x, weight, eps, out_dtype)
-    return _rms_norm(x, weight, float(eps), out_dtype)[0]
+    return _RMS_NORM(x, weight, float(eps), out_dtype)[0]
 
 
 # --------------------------------------------------------------------------- RoPE
@@ -359,7 +350,6 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float, out_dtype: torch.dtype | Non
 ROPE_ROWS = 32
 
 
-@torch.library.custom_op("rodimus::rope", mutates_args=())
 def _rope(x: Tensor, cos: Tensor, sin: Tensor, sign: float) -> Tensor:
     x = x.contiguous()
     B, T, H, d = x.shape
@@ -371,8 +361,7 @@ def _rope(x: Tensor, cos: Tensor, sin: Tensor, sign: float) -> Tensor:
     return y
 
 
-@_rope.register_fake
-def _(x, cos, sin, sign):
+def _rope_fake(x, cos, sin, sign):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
@@ -381,12 +370,16 @@ def _rope_setup(ctx, inputs, output):
     ctx.save_for_backward(cos, sin)
 
 
-def _rope_backward(ctx, dy):
-    cos, sin = ctx.saved_tensors
-    return _rope(dy, cos, sin, -ctx.sign), None, None, None   # the inverse rotation
+def _rope_backward(dy: Tensor, cos: Tensor, sin: Tensor, sign: float) -> Tensor:
+    return _rope(dy, cos, sin, -sign)   # the inverse rotation
 
 
-_rope.register_autograd(_rope_backward, setup_context=_rope_setup)
+def _rope_grad(ctx, backward, dy):
+    return backward(dy, *ctx.saved_tensors, ctx.sign), None, None, None
+
+
+_ROPE = KernelOp("rope", _rope, _rope_backward, setup_context=_rope_setup, grad=_rope_grad, fake=_rope_fake,
+                 backward_fake=_rope_fake)
 
 
 def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -397,4 +390,4 @@ def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
                          f"cos {tuple(cos.shape)}, sin {tuple(sin.shape)}")
     if not use_triton(x):
         return glue_torch.rope_torch(x, cos, sin)
-    return _rope(x, cos.float(), sin.float(), 1.0)
+    return _ROPE(x, cos.float(), sin.float(), 1.0)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .dispatch import cdiv, dot_precision, sm_count, triton_module, use_triton
+from .ops import KernelOp
 from .sw_ska_torch import sw_ska_decode_torch, sw_ska_torch
 
 __all__ = ["sw_ska", "sw_ska_decode"]
@@ -107,7 +108,7 @@ def sw_ska(q, k, v, *, window, scale=None):
         return torch.empty_like(v)
     if use_triton(q):
         _check_triton(q)
-        return _sw_ska_forward(q, k, v, window, scale)[0]
+        return _SW_SKA(q, k, v, window, scale)[0]
     return sw_ska_torch(q, k, v, window, scale)
 
 
@@ -177,30 +178,27 @@ def _backward(do, q, k, v, o, lse, window, scale):
     return dq, dk, dv
 
 
-# The training kernels as torch.library custom ops with their autograd and fake (shape) functions:
-# torch.compile calls them as opaque ops instead of tracing into the Triton launches.
+# The training kernels as one KernelOp (ops.py): a torch.library custom op with autograd and fake (shape)
+# functions under torch.compile, which calls it opaquely instead of tracing into the Triton launches; a
+# plain autograd Function of the same functions when eager.
 
-@torch.library.custom_op("rodimus::sw_ska_forward", mutates_args=())
 def _sw_ska_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int,
                     scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     return _forward(q.contiguous(), k.contiguous(), v.contiguous(), window, scale)
 
 
-@_sw_ska_forward.register_fake
-def _(q, k, v, window, scale):
+def _sw_ska_forward_fake(q, k, v, window, scale):
     B, T, H, _ = q.shape
     return torch.empty_like(q, memory_format=torch.contiguous_format), q.new_empty(B, H, T, dtype=torch.float32)
 
 
-@torch.library.custom_op("rodimus::sw_ska_backward", mutates_args=())
 def _sw_ska_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
                      lse: torch.Tensor, window: int, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     return _backward(do.contiguous(), q, k, v, o, lse, window, scale)
 
 
-@_sw_ska_backward.register_fake
-def _(do, q, k, v, o, lse, window, scale):
+def _sw_ska_backward_fake(do, q, k, v, o, lse, window, scale):
     return tuple(torch.empty_like(x, memory_format=torch.contiguous_format) for x in (q, k, v))
 
 
@@ -209,11 +207,12 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(q, k, v, *output)
 
 
-def _sw_ska_grad(ctx, do, _dlse):
-    return (*_sw_ska_backward(do, *ctx.saved_tensors, ctx.window, ctx.scale), None, None)
+def _sw_ska_grad(ctx, backward, do, _dlse):
+    return (*backward(do, *ctx.saved_tensors, ctx.window, ctx.scale), None, None)
 
 
-_sw_ska_forward.register_autograd(_sw_ska_grad, setup_context=_setup_context)
+_SW_SKA = KernelOp("sw_ska", _sw_ska_forward, _sw_ska_backward, setup_context=_setup_context, grad=_sw_ska_grad,
+                   fake=_sw_ska_forward_fake, backward_fake=_sw_ska_backward_fake)
 
 
 def _decode_triton(q, k_cache, v_cache, length, scale):

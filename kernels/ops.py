@@ -1,0 +1,55 @@
+"""Kernel ops that are cheap to call eagerly and opaque to ``torch.compile``.
+
+An op is two functions of plain tensors — ``forward`` and ``backward``, the Triton launches — a gradient
+rule and shape (fake) functions. ``torch.compile`` sees them as ``torch.library`` custom ops
+(``rodimus::<name>`` and ``rodimus::<name>_backward``) with their autograd and fake functions, so it never
+traces into a Triton launch (re-emitting a kernel's module failed: ``NEG_INF = tl.constexpr(-inf)`` became
+``NameError: 'inf'``). An eager call skips the custom-op dispatch, which costs host time on every call (on the
+H200 machine of docs/benchmarks.md the eager Rodimus+ step was bound by host time), and runs the same two
+functions through a plain ``torch.autograd.Function``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["KernelOp"]
+
+
+class KernelOp:
+    """``forward(*args)`` → tensor or tuple of tensors; ``setup_context(ctx, args, output)`` saves what
+    ``grad(ctx, backward, *output_grads)`` needs, which returns one gradient (or None) per argument and
+    calls ``backward`` (the plain function eagerly, its custom op under compilation). Output gradients
+    are None where an output was not used. ``fake`` and ``backward_fake`` give the output shapes."""
+
+    def __init__(self, name: str, forward, backward, *, setup_context, grad, fake, backward_fake):
+        self.forward, self.backward = forward, backward
+        self.setup_context, self.grad = setup_context, grad
+        self.op = torch.library.custom_op(f"rodimus::{name}", forward, mutates_args=())
+        self.op.register_fake(fake)
+        self.backward_op = torch.library.custom_op(f"rodimus::{name}_backward", backward, mutates_args=())
+        self.backward_op.register_fake(backward_fake)
+        self.op.register_autograd(self._compiled_grad, setup_context=setup_context)
+
+    def _compiled_grad(self, ctx, *grads):
+        return self.grad(ctx, self.backward_op, *grads)
+
+    def __call__(self, *args):
+        if torch.compiler.is_compiling():
+            return self.op(*args)
+        return _Eager.apply(self, *args)
+
+
+class _Eager(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, op: KernelOp, *args):
+        ctx.set_materialize_grads(False)   # None for unused outputs, as the custom op's autograd gives
+        ctx.kernel_op = op
+        output = op.forward(*args)
+        op.setup_context(ctx, args, output)
+        return output
+
+    @staticmethod
+    def backward(ctx, *grads):
+        op = ctx.kernel_op
+        return (None, *op.grad(ctx, op.backward, *grads))
