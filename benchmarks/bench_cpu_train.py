@@ -31,7 +31,7 @@ def bench_demo(threads: int) -> dict:
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         wall = time.perf_counter() - start
     found = re.search(r"MQAR accuracy ([\d.]+)% on (\d+) test examples after (\d+) steps", done.stdout)
-    return {"run": "demo (L=64, p=4, V=256)", "command": "rodimus-lab demo", "threads": threads,
+    return {"run": "demo (L=64, p=4, V=128)", "command": "rodimus-lab demo", "threads": threads,
             "wall_s": round(wall, 1), "steps": int(found.group(3)), "accuracy": float(found.group(1)) / 100}
 
 

@@ -160,11 +160,12 @@ MQAR_PRESETS: dict[str, MQARPreset] = {
     "L128_p8": MQARPreset(128, 8),
     "L256_p16": MQARPreset(256, 16),
     "L1024_p256": MQARPreset(1024, 256, num_train=20_000, num_test=1_000),   # paper Fig 1b
-    # What `rodimus-lab demo` trains: the L64_p4 task with a small vocabulary, zero filler and a
-    # smaller train set, so a CPU gets to ≥ 99% in about two minutes. With V = 256, random filler
-    # would often repeat a key before its query (a real ambiguity, ~1/256 per token); Zoology's
+    # What `rodimus-lab demo` trains: the L64_p4 task with a small vocabulary (V = 128, the smallest
+    # power of two above L: each key and value token is seen often, so fewer steps reach 99%), zero
+    # filler and a smaller train set, so a CPU gets to ≥ 99% within a minute. With a small V, random
+    # filler would often repeat a key before its query (a real ambiguity, ~1/V per token); Zoology's
     # V = 8192 makes that rare, so the standard presets keep random filler.
-    "demo": MQARPreset(64, 4, vocab_size=256, num_train=20_000, num_test=1_000, random_non_queries=False),
+    "demo": MQARPreset(64, 4, vocab_size=128, num_train=20_000, num_test=1_000, random_non_queries=False),
 }
 MQAR_GRIDS: dict[str, tuple[str, ...]] = {
     "zoology": ("L64_p4", "L128_p8", "L256_p16"),   # with d_model ∈ {64, 128, 256, 512}, lr ∈ logspace(-4, -2, 4)
