@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The paper-figure sweeps (docs/paper_figures.md) on one GPU, within a time budget; run it again to continue.
 #
-#   bash benchmarks/run_paper_sweeps.sh mqar 540 [COMMIT]       # Fig. 1b, experiments/mqar_state_size.yaml
-#   bash benchmarks/run_paper_sweeps.sh wikitext 480 [COMMIT]   # Fig. 1a, reduced, on the WikiText-2 files in .gpu/
+#   bash benchmarks/run_paper_sweeps.sh mqar 500 [COMMIT]       # Fig. 1b, experiments/mqar_state_size.yaml
+#   bash benchmarks/run_paper_sweeps.sh wikitext 450 [COMMIT]   # Fig. 1a, reduced, on the WikiText-2 files in .gpu/
 #
 # BUDGET is in seconds: the sweep stops starting points after it, and a point cut by it resumes from its
 # checkpoint if the same machine runs the command again (a fresh machine trains that point from its start).
