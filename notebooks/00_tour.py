@@ -32,8 +32,7 @@ import os
 import torch
 
 from rodimus_lab import ModelConfig, RodimusLM, seed_everything, viz
-from rodimus_lab.data.mqar import make_mqar_splits, mqar_preset
-from rodimus_lab.data.mqar import mqar_token_labels
+from rodimus_lab.data.mqar import make_mqar_splits, mqar_preset, mqar_token_labels
 from rodimus_lab.train import Trainer, TrainConfig
 
 viz.use_notebook_renderer()
@@ -100,8 +99,14 @@ print(f"loss {losses[0]:.2f} → {losses[-1]:.2f} ✓")
 
 # %% [markdown]
 # ## 4. Look inside: gates
-# `viz.probe` runs the model on one example and captures every layer's gates through hooks. A trained model
-# writes strongly (large α̂) at the keys and values of the context, and keeps the state (α ≈ 1) elsewhere.
+# `viz.probe` runs the model on one example and captures every layer's gates through hooks. In the demo model
+# trained for `docs/figures/mqar_gates.png` (97 % test accuracy), layer 0's α averaged over state dims is 0.999–1.000
+# at most tokens, 0.985–0.995 at the values of the context and 0.86–0.89 just after some queries (single state
+# dims go down to 0.09): on a 0–1 colour scale that is one colour, so the top panel draws the forget rate
+# −ln α = τg on a log scale — small (dark) means the state is kept. The same model writes (large α̂) at the values
+# of the context and barely at the filler. The check below measures that on 32 test examples; it is asserted only
+# once the model has learned the task (test accuracy ≥ 0.5) — fast mode stops long before, and then the numbers
+# only show the pipeline.
 
 # %%
 model.eval()
@@ -114,10 +119,31 @@ viz.write_keep_profile(result.gates[0], tokens=labels)
 
 # %%
 # check: probe saw every layer, and the gates obey the DDTS equations
+assert sorted(result.gates) == list(range(config.n_layers))
 for layer, g in result.gates.items():
     assert torch.allclose(g["log_alpha"], -g["tau"] * g["g"], atol=1e-5)
     assert torch.allclose(g["alpha_hat"], g["g"] ** g["tau"], atol=1e-5)
 print("α = e^{−τg}, α̂ = g^τ in every layer ✓")
+
+# %%
+# check (a trained model): mean α̂ at the context's keys and values vs at filler tokens, layer 0, 32 test examples
+context_write, filler_write = [], []
+for i in range(32):
+    ids_i, labels_i = test[i]
+    write = viz.probe(model, ids_i).gates[0]["alpha_hat"].mean(1)         # mean over state dims, per token
+    is_context = torch.arange(len(ids_i)) < 2 * task.num_kv_pairs
+    is_filler = ~is_context & (labels_i == -100) & (ids_i == 0)
+    context_write.append(write[is_context].mean())
+    filler_write.append(write[is_filler].mean())
+context_write, filler_write = float(torch.stack(context_write).mean()), float(torch.stack(filler_write).mean())
+alpha_0 = result.gates[0]["log_alpha"].exp()
+print(f"test accuracy {final['eval_accuracy']:.2f}; mean α̂ at keys/values {context_write:.3f}, at filler "
+      f"{filler_write:.3f}; α ∈ [{float(alpha_0.min()):.4f}, {float(alpha_0.max()):.5f}]")
+if final["eval_accuracy"] >= 0.5:
+    assert context_write > 1.2 * filler_write, "a model that recalls should write the context more than the filler"
+    print("the trained model writes keys and values more strongly than filler ✓")
+else:
+    print("(not asserted: the model has not learned the task yet — run without RODIMUS_FAST)")
 
 # %% [markdown]
 # ## 5. Look inside: attention
@@ -145,5 +171,5 @@ viz.memory_vs_context({"this Rodimus+": config,
 
 # %% [markdown]
 # **Where next.** `01` derives DDTS from softmax attention; `02`–`03` look at gates and states of trained
-# models; `04`–`05` take SKA and the Rodimus+ layer apart; `06`–`07` reproduce the paper's Fig. 1 shapes;
-# `08` opens the Triton kernels.
+# models; `04`–`05` take SKA and the Rodimus+ layer apart; `06`–`07` put small experiments beside the paper's Fig. 1;
+# `08` opens the Triton kernels; `09` trains ablations from sliders. `TEACHING.md` plans a course around them.
