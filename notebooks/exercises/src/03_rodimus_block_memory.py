@@ -95,19 +95,20 @@ def cache_bytes(config, context_len, *, bytes_per_element=2, include_conv=True):
 check("state_bytes", cache_bytes)
 
 # %% [markdown]
-# **See it** (uses the library, so it runs before you solve anything): the released sizes —
+# **See it** — computed with *your* `cache_bytes` once it passes: the released sizes —
 # Rodimus-1.4B, Rodimus+-1.6B (window 4096 in the official convention, 2049 keys here) and a
 # Transformer of the same width and depth.
 
 # %%
-from rodimus_lab import cache_bytes as library_cache_bytes
-
 models = {
     "Rodimus-1.4B": ModelConfig(block="rodimus", d_model=2048, n_layers=48),
     "Rodimus+-1.6B": ModelConfig(block="rodimus_plus", d_model=2048, n_layers=24, n_heads=16, window=4096 // 2 + 1),
     "Transformer (MHA)": ModelConfig(block="transformer", d_model=2048, n_layers=24, n_heads=16),
 }
-print(f"{'context':>8} " + " ".join(f"{name:>18}" for name in models))
-for context in (1_000, 4_000, 16_000, 64_000):
-    row = [f"{library_cache_bytes(c, context) / 2**20:15.1f} MiB" for c in models.values()]
-    print(f"{context:>8} " + " ".join(row))
+try:
+    print(f"{'context':>8} " + " ".join(f"{name:>18}" for name in models))
+    for context in (1_000, 4_000, 16_000, 64_000):
+        row = [f"{cache_bytes(c, context) / 2**20:15.1f} MiB" for c in models.values()]   # your function
+        print(f"{context:>8} " + " ".join(row))
+except NotImplementedError:
+    print("Solve exercise 9 first: this table uses your cache_bytes.")
