@@ -206,22 +206,22 @@ print("paper reference points ✓")
 # %% [markdown]
 # ## 7. The GPU sweep, if its results are here
 # **Place for the paper-scale results.** `rodimus-lab sweep experiments/mqar_state_size.yaml` (see
-# `docs/paper_figures.md`) writes one JSON line per trained point; a copy committed as
-# `docs/results/paper_mqar*.jsonl` is drawn here with `rodimus_lab.sweep.figure_series` (each family and n at its
+# `docs/paper_figures.md`) writes one JSON line per trained point into
+# `docs/results/mqar_state_size*/results.jsonl` (where `benchmarks/run_paper_sweeps.sh` keeps them); those files are drawn here with `rodimus_lab.sweep.figure_series` (each family and n at its
 # best learning rate). Without such a file this section is skipped.
 
 # %%
-sweep_files = sorted(Path("../docs/results").glob("paper_mqar*.jsonl"))
+sweep_files = sorted(Path("../docs/results").glob("mqar_state_size*/results.jsonl"))
 if sweep_files:
     from rodimus_lab.sweep import figure_series
 
     records = [json.loads(line) for f in sweep_files for line in f.read_text().splitlines() if line.strip()]
     series, references, _ = figure_series(records, {"x": "n", "y": "eval_accuracy"})
-    print(f"{len(records)} runs from {[f.name for f in sweep_files]}; references without a state: {references}")
+    print(f"{len(records)} runs from {[str(f.parent.name) for f in sweep_files]}; references without a state: {references}")
     sweep_figure = viz.compare_with_paper(series, viz.paper.FIG1B_MQAR_VS_STATE_SIZE, x_title="state size n (log)",
                                           y_title="MQAR accuracy (best evaluation)", title="7 · the GPU sweep")
 else:
-    sweep_figure = print("no docs/results/paper_mqar*.jsonl yet: skipped")
+    sweep_figure = print("no docs/results/mqar_state_size*/results.jsonl yet: skipped")
 sweep_figure
 
 # %% [markdown]

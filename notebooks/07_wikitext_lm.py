@@ -166,23 +166,23 @@ print("paper: Rodimus (n = 8) < Mamba2 (n = 128) in perplexity ✓")
 # %% [markdown]
 # ## 6. The GPU sweep, if its results are here
 # **Place for the paper-scale results.** `rodimus-lab sweep experiments/wikitext_state_memory.yaml` (see
-# `docs/paper_figures.md`) writes one JSON line per trained point; a copy committed as
-# `docs/results/paper_wikitext*.jsonl` is drawn here (each family and state size at its best learning rate).
+# `docs/paper_figures.md`) writes one JSON line per trained point into
+# `docs/results/wikitext_state_memory*/results.jsonl` (where `benchmarks/run_paper_sweeps.sh` keeps them); those files are drawn here (each family and state size at its best learning rate).
 # Without such a file this section is skipped.
 
 # %%
-sweep_files = sorted(Path("../docs/results").glob("paper_wikitext*.jsonl"))
+sweep_files = sorted(Path("../docs/results").glob("wikitext_state_memory*/results.jsonl"))
 if sweep_files:
     from rodimus_lab.sweep import figure_series
 
     records = [json.loads(line) for f in sweep_files for line in f.read_text().splitlines() if line.strip()]
     series, references, _ = figure_series(records, {"x": "state_mb", "y": "eval_ppl"})
-    print(f"{len(records)} runs from {[f.name for f in sweep_files]}; references without a state: {references}")
+    print(f"{len(records)} runs from {[str(f.parent.name) for f in sweep_files]}; references without a state: {references}")
     sweep_figure = viz.compare_with_paper(series, viz.paper.FIG1A_PPL_VS_STATE_MB,
                                           x_title="recurrent-state memory (MB = 10⁶ bytes, log)",
                                           y_title="validation perplexity (best evaluation)", title="6 · the GPU sweep")
 else:
-    sweep_figure = print("no docs/results/paper_wikitext*.jsonl yet: skipped")
+    sweep_figure = print("no docs/results/wikitext_state_memory*/results.jsonl yet: skipped")
 sweep_figure
 
 # %% [markdown]
