@@ -53,7 +53,8 @@ H200 (3.5e-4 with 3-pass; bf16 walk operands, fp32 walk operands and fp32 h/dh e
 6.6–7.2e-3).
 
 Tile sizes: C = 64, sub-block 16, BM = 64 value columns, n padded to a power of 2 (n ≥ 16 in practice);
-4 warps for the walks, 8 for the per-chunk programs (a dozen live [64, n] fp32 tiles). Measured speed,
+4 warps for the walks, 8 for the per-chunk programs (a dozen live [64, n] fp32 tiles); n ≤ 256, and
+at the largest tiles less shared memory (``_stages``, ``_sub_block``). Measured speed,
 the cost of the 3-pass products and what is still slow: docs/benchmarks.md, "DDTS kernels". Any T (the
 last chunk is masked: its padded rows have log α = 0, k = 0), any B·H, and ``cu_seqlens`` packing
 (B = 1; empty and 1-token sequences are fine) via per-chunk tables.
@@ -76,6 +77,9 @@ __all__ = ["ddts", "ddts_step"]
 CHUNK = 64
 SUB = 16
 BLOCK_M = 64
+# The largest n whose tiles fit the shared memory of one block on an H100/H200 (232 448 B; the numbers
+# per kernel: benchmarks/kernel_resources.py); ``ddts`` refuses larger states on its Triton path.
+MAX_STATE = 256
 
 
 def _block_n(n: int) -> int:
@@ -85,6 +89,22 @@ def _block_n(n: int) -> int:
 def _warps(n: int, chunk_program: bool = False) -> int:
     """Per-chunk programs hold a dozen [64, n] fp32 tiles at once: more warps, fewer spills."""
     return 8 if n > 64 or chunk_program else 4
+
+
+def _stages(n: int, dtype: torch.dtype) -> int:
+    """Software-pipelining depth of the chunk loops (walks, sweep, chunk). Triton keeps extra copies of
+    every tile a loop loads in shared memory; at BN = 256 (BN = 128 with fp32 operands) they exceed or
+    all but fill the 232 448 B a block gets on an H100/H200 (``benchmarks/kernel_resources.py`` prints
+    each kernel's use), so there the loops load without prefetching."""
+    operand_bytes = 2 if dtype in (torch.bfloat16, torch.float16) else 4
+    return 1 if _block_n(n) * operand_bytes >= 512 else 3
+
+
+def _sub_block(n: int) -> int:
+    """Rows of the backward chunk program's diagonal blocks: their [SB, SB, BN] fp32 products are
+    reduced through shared memory, for 16 × 16 at BN = 256 up to 256 KB (n not a multiple of 16: over
+    the limit), so 8 × 8 there."""
+    return SUB if _block_n(n) < 256 else SUB // 2
 
 
 def _operand_dtype(v: torch.Tensor) -> torch.dtype:
@@ -132,6 +152,11 @@ def ddts(q, k, v, g_logits, tau_logits, *, scale=None, initial_state=None, outpu
     if not use_triton(q):
         return ddts_torch.ddts_torch(q, k, v, g_logits, tau_logits, scale, initial_state, output_final_state,
                                      cu_seqlens)
+    if q.shape[-1] > MAX_STATE:
+        raise ValueError(
+            f"rodimus_kernels.ddts handles state sizes n <= {MAX_STATE}, got n = {q.shape[-1]}: larger tiles do not "
+            f"fit a GPU block's shared memory (232448 bytes on an H100/H200). Use the PyTorch reference "
+            f"(rodimus_lab.ddts.ddts; in a model, backend 'reference' or 'auto') or mem_size <= {MAX_STATE}.")
     save_states = torch.is_grad_enabled() and any(
         x is not None and x.requires_grad for x in (q, k, v, g_logits, tau_logits, initial_state))
     o, final = _DDTS(q, k, v, g_logits, tau_logits, initial_state, cu_seqlens, scale, output_final_state,
@@ -182,7 +207,7 @@ def _ddts_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g_logits: t
     kg = torch.empty_like(qg)
     gc = torch.empty(NC, H, n, device=q.device, dtype=torch.float32)
     A = torch.empty(B, T, H, CHUNK, device=q.device, dtype=torch.float32)  # bf16 here was the largest error
-    BN, prec, warps = _block_n(n), dot_precision("exact_fp32", v.dtype), _warps(n)
+    BN, prec, warps, stages = _block_n(n), dot_precision("exact_fp32", v.dtype), _warps(n), _stages(n, v.dtype)
     K.ddts_prep_fwd[(NC, H)](q, k, g_logits, tau_logits, qg, kg, gc, A, cu, chunk_seq, chunk_local,
                              scale, T, NT, H, n, C=CHUNK, SB=SUB, BN=BN, PREC=prec, VARLEN=varlen,
                              num_warps=_warps(n, chunk_program=True))
@@ -194,7 +219,7 @@ def _ddts_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g_logits: t
     K.ddts_fwd_walk[grid](qg, kg, gc, A, v, o, h, h0, final, cu, chunk_off, T, NT, H, n, m,
                           C=CHUNK, BN=BN, BM=BLOCK_M, PREC=prec, STORE_H=save_states,
                           USE_H0=h0 is not None, STORE_HT=output_final_state, VARLEN=varlen,
-                          num_warps=warps)
+                          num_warps=warps, num_stages=stages)
     return o, final, qg, kg, gc, A, h
 
 
@@ -222,7 +247,7 @@ def _ddts_backward(do: torch.Tensor, dfinal: torch.Tensor | None, q: torch.Tenso
     m = v.shape[-1]
     q, k, v, g_logits, tau_logits = (x.contiguous() for x in (q, k, v, g_logits, tau_logits))
     varlen, NT, (cu, chunk_seq, chunk_local, chunk_off), NC, num_seqs = _plan(q, cu_seqlens)
-    BN, prec, warps = _block_n(n), dot_precision("exact_fp32", v.dtype), _warps(n)
+    BN, prec, warps, stages = _block_n(n), dot_precision("exact_fp32", v.dtype), _warps(n), _stages(n, v.dtype)
     # ∂log α cancels (see Precision): the products it is summed from get 3-pass tf32 (≈ fp32)
     sum_prec = dot_precision("cancelling", v.dtype)
     do = do.contiguous()
@@ -233,7 +258,7 @@ def _ddts_backward(do: torch.Tensor, dfinal: torch.Tensor | None, q: torch.Tenso
     grid = (num_seqs, H, cdiv(m, BLOCK_M))
     K.ddts_bwd_walk[grid](qg, kg, gc, A, do, dv, dh, dfinal, dh0 if has_h0 else None, cu, chunk_off,
                           T, NT, H, n, m, C=CHUNK, BN=BN, BM=BLOCK_M, PREC=prec, USE_DHT=dfinal is not None,
-                          STORE_DH0=has_h0, VARLEN=varlen, num_warps=warps)
+                          STORE_DH0=has_h0, VARLEN=varlen, num_warps=warps, num_stages=stages)
     # Split each chunk's sweep over the value columns until ~4 programs per SM stream at once.
     tiles = cdiv(m, BLOCK_M)
     splits = min(tiles, cdiv(4 * sm_count(q.device), NC * H))
@@ -243,14 +268,14 @@ def _ddts_backward(do: torch.Tensor, dfinal: torch.Tensor | None, q: torch.Tenso
                           dtype=torch.float32)
     K.ddts_bwd_sweep[(NC, H, splits)](v, do, h, dh, partial, cu, chunk_seq, chunk_local, T, NT, H, n, m,
                                       per_split, C=CHUNK, BN=BN, BM=BLOCK_M, PREC=sum_prec, VARLEN=varlen,
-                                      num_warps=warps)
+                                      num_warps=warps, num_stages=stages)
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dg, dtau = torch.empty_like(g_logits), torch.empty_like(tau_logits)
     scratch = torch.empty(NC * H, CHUNK * CHUNK + 2 * CHUNK * BN, device=q.device, dtype=torch.float32)
     K.ddts_bwd_chunk[(NC, H)](q, k, g_logits, tau_logits, partial, dq, dk, dg, dtau, scratch,
                               cu, chunk_seq, chunk_local, scale, T, NT, H, n, splits,
-                              C=CHUNK, SB=SUB, BN=BN, PREC=sum_prec, VARLEN=varlen,
-                              num_warps=_warps(n, chunk_program=True))
+                              C=CHUNK, SB=_sub_block(n), BN=BN, PREC=sum_prec, VARLEN=varlen,
+                              num_warps=_warps(n, chunk_program=True), num_stages=stages)
     return dq, dk, dv, dg, dtau, dh0
 
 

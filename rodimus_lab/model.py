@@ -126,6 +126,14 @@ def _kernel(name: str):
     return getattr(rodimus_kernels, name)
 
 
+def _ddts_kernel_fits(config) -> bool:
+    """The DDTS kernels take n up to rodimus_kernels.ddts.MAX_STATE (their tiles' shared memory); above it
+    "auto" takes the reference, and "triton" lets the kernel refuse with its error."""
+    from rodimus_kernels.ddts import MAX_STATE
+
+    return config.backend == "triton" or config.mem_size <= MAX_STATE
+
+
 def _glue():
     """The fused element-wise glue of the mixer (rodimus_kernels.glue; its twins are this file's modules)."""
     from rodimus_kernels import glue
@@ -207,7 +215,7 @@ class RodimusMixer(nn.Module):
         logits = self.gate_logits(xc)
         decode = S is not None and xc.shape[1] == 1   # [B, 1, ·] read as one token of one head, [B, H=1, ·]
         if c.gate == "ddts" and c.key_norm and not (self.gate_tap.active or self.ddts_tap.active) \
-                and _use_triton(c.backend, xc):
+                and _use_triton(c.backend, xc) and _ddts_kernel_fits(c):
             # The kernels compute the gates and the key normalisation themselves.
             g_logits, tau_logits = logits.chunk(2, dim=-1)
             if decode:   # the one-token kernel updates S in place

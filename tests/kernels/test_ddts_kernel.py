@@ -95,6 +95,18 @@ def test_matches_reference(B, T, H, n, m):
     compare(make_inputs(B, T, H, n, m, seed=T + n + m))
 
 
+def test_largest_state():
+    """n = m = 256 (d_model 128, mem_size 256: the top of the MQAR state-size sweep), two chunks: the
+    launch parameters of the largest tiles (unpipelined loops, 8 × 8 diagonal blocks in the backward)."""
+    compare(make_inputs(1, 70, 1, 256, 256, seed=256))
+
+
+def test_state_above_the_largest_tile_is_refused():
+    q, k, v, g, tau, _ = make_inputs(1, 3, 1, 272, 8)
+    with pytest.raises(ValueError, match=r"n <= 256, got n = 272.*232448 bytes.*reference"):
+        rodimus_kernels.ddts(q, k, v, g, tau)
+
+
 def test_no_initial_state_and_custom_scale():
     compare(make_inputs(1, 90, 2, 16, 24, seed=3), with_h0=False, scale=0.37)
 
@@ -177,7 +189,8 @@ def test_cpu_without_interpreter_falls_back_to_pytorch():
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("dtype, tol", [(torch.bfloat16, 5e-3), (torch.float32, 1e-4)])
-@pytest.mark.parametrize("T, n, m", [(1000, 64, 2048), (1000, 128, 4096), (65, 16, 4096), (1, 32, 64), (63, 128, 256)])
+@pytest.mark.parametrize("T, n, m", [(1000, 64, 2048), (1000, 128, 4096), (65, 16, 4096), (1, 32, 64), (63, 128, 256),
+                                     (300, 256, 256)])
 def test_gpu_full_shapes(dtype, tol, T, n, m):
     compare(make_inputs(2, T, 1, n, m, device="cuda", seed=T + n), dtype=dtype, tol=tol)
 
@@ -240,6 +253,26 @@ def test_model_backend_triton_matches_reference():
             step, _ = fused.step(ids[:, t], state)
             step_ref, _ = ref.step(ids[:, t], state_ref)
             assert rel_rms(step, step_ref) <= 1e-5
+
+
+def test_model_auto_backend_takes_the_reference_above_the_largest_state(monkeypatch):
+    """backend 'auto' where the kernels would run (CUDA, stood in for by patching the backend choice):
+    mem_size 256 goes through rodimus_kernels.ddts, mem_size 272 through the reference; backend 'triton'
+    at 272 gets the kernel's error naming n."""
+    from rodimus_lab import ModelConfig, RodimusLM, model as model_module
+
+    calls = []
+    kernel = rodimus_kernels.ddts
+    monkeypatch.setattr(rodimus_kernels, "ddts", lambda *a, **kw: calls.append(a[0].shape[-1]) or kernel(*a, **kw))
+    monkeypatch.setattr(model_module, "_use_triton", lambda backend, x: backend != "reference")
+    ids = torch.randint(0, 61, (1, 5), generator=torch.Generator().manual_seed(2))
+    for n in (256, 272):
+        RodimusLM(ModelConfig(vocab_size=61, d_model=32, n_layers=1, block="rodimus", mem_size=n))(ids)
+    assert calls == [256]
+    forced = RodimusLM(ModelConfig(vocab_size=61, d_model=32, n_layers=1, block="rodimus", mem_size=272,
+                                   backend="triton"))
+    with pytest.raises(ValueError, match="n = 272"):
+        forced(ids)
 
 
 @pytest.mark.parametrize("block", ["rodimus", "rodimus_plus"])
