@@ -23,9 +23,10 @@ class KernelOp:
     are None where an output was not used. ``fake`` and ``backward_fake`` give the output shapes."""
 
     def __init__(self, name: str, forward, backward, *, setup_context, grad, fake, backward_fake):
+        self.name = f"rodimus::{name}"   # the custom op's name; eager calls are recorded under it too
         self.forward, self.backward = forward, backward
         self.setup_context, self.grad = setup_context, grad
-        self.op = torch.library.custom_op(f"rodimus::{name}", forward, mutates_args=())
+        self.op = torch.library.custom_op(self.name, forward, mutates_args=())
         self.op.register_fake(fake)
         self.backward_op = torch.library.custom_op(f"rodimus::{name}_backward", backward, mutates_args=())
         self.backward_op.register_fake(backward_fake)
@@ -45,7 +46,8 @@ class _Eager(torch.autograd.Function):
     def forward(ctx, op: KernelOp, *args):
         ctx.set_materialize_grads(False)   # None for unused outputs, as the custom op's autograd gives
         ctx.kernel_op = op
-        output = op.forward(*args)
+        with torch.profiler.record_function(op.name):   # torch.profiler names the op as it would the custom op
+            output = op.forward(*args)
         op.setup_context(ctx, args, output)
         return output
 

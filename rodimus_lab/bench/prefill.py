@@ -15,7 +15,7 @@ give
   last-token logits and every tensor of the state it leaves (DDTS states, conv buffers, KV cache) are
   compared by relative RMS, ‖kernel − reference‖ / ‖reference‖.
 
-``ddts kernel calls`` counts the chunk kernel's launches in one prefill (the ``rodimus::ddts_forward``
+``ddts kernel calls`` counts the chunk kernel's launches in one prefill (the ``rodimus::ddts``
 op in torch.profiler's record): one per Rodimus layer when the kernel carried the prefill.
 """
 
@@ -57,7 +57,7 @@ def _ddts_kernel_calls(fn) -> int:
     """How many times ``fn()`` runs the DDTS chunk kernel (its torch.library op, as the profiler records)."""
     with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
-    return sum(event.name == "rodimus::ddts_forward" for event in prof.events())
+    return sum(event.name == "rodimus::ddts" for event in prof.events())
 
 
 def _autocast(device: torch.device, enabled: bool):
