@@ -9,7 +9,7 @@
 # Points already in docs/results/<sweep>/results.jsonl are skipped: copy each call's results file back there
 # (it is also copied to $OUT when that is set) and commit it between calls. Points run in priority order:
 # every point at the first learning rate of the spec, then the second learning rate.
-# COMMIT (or $RODIMUS_LAB_COMMIT) is recorded with each point where the tree is not a git checkout.
+# COMMIT (or $RODIMUS_LAB_COMMIT), when given, is recorded with each point instead of what git finds there.
 # Needs torch and triton (a CUDA machine), pyyaml, tqdm, safetensors, tokenizers; not plotly (render here:
 #   rodimus-lab sweep experiments/mqar_state_size.yaml --render --out docs/results/mqar_state_size).
 set -euo pipefail

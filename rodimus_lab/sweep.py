@@ -202,17 +202,26 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
 # ------------------------------------------------------------------------------------------ provenance
 
 def git_state() -> dict:
-    """The commit of the checkout this package runs from (``$RODIMUS_LAB_COMMIT`` where there is no
-    git, e.g. a copied tree on a remote machine) and whether tracked files differ from it."""
+    """The commit of the checkout this package runs from and whether tracked files differ from it.
+
+    ``$RODIMUS_LAB_COMMIT``, when set, names the commit instead: a tree copied to a remote machine has no
+    git of its own, or sits inside another checkout whose HEAD is not what runs (a copy exported into an
+    ignored folder of an older clone recorded that clone's commit)."""
+    if os.environ.get("RODIMUS_LAB_COMMIT"):
+        return {"commit": os.environ["RODIMUS_LAB_COMMIT"], "dirty": None}
     root = Path(__file__).resolve().parent.parent
     try:
+        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        if Path(top).resolve() != root:   # inside another repository: its HEAD is not this tree
+            return {"commit": None, "dirty": None}
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, check=True).stdout.strip() != ""
         return {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.CalledProcessError):
-        return {"commit": os.environ.get("RODIMUS_LAB_COMMIT"), "dirty": None}
+        return {"commit": None, "dirty": None}
 
 
 def versions() -> dict:

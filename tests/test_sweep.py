@@ -162,3 +162,12 @@ def test_shipped_specs_resolve(spec):
     for point in loaded.points():
         model_fields, train_cfg, data_cfg = sweep._resolved(point)
         sweep.ModelConfig.from_dict({**model_fields, "vocab_size": 8192})
+
+
+def test_git_state_records_the_commit_it_is_told(monkeypatch):
+    """A tree copied into an ignored folder of an older clone must not record that clone's HEAD."""
+    monkeypatch.setenv("RODIMUS_LAB_COMMIT", "707453a")
+    assert sweep.git_state() == {"commit": "707453a", "dirty": None}
+    monkeypatch.delenv("RODIMUS_LAB_COMMIT")
+    commit = sweep.git_state()["commit"]
+    assert commit is None or (len(commit) == 40 and all(c in "0123456789abcdef" for c in commit))
