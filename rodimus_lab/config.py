@@ -19,8 +19,8 @@ BLOCKS = ("rodimus", "rodimus_plus", "transformer")
 
 # DDTS and its ablations. Each one switch of ``ModelConfig.gate``.
 GATES = {
-    "ddts": "(α, α̂) = (e^{−g}, g)^τ — Rodimus' tempered selection",
-    "no_tau": "τ = 1: (α, α̂) = (e^{−g}, g), Mamba's discretisation pair",
+    "ddts": "(α, α̂) = (exp(−g), g)^τ — Rodimus' tempered selection",
+    "no_tau": "τ = 1: (α, α̂) = (exp(−g), g), Mamba's discretisation pair",
     "no_alpha_hat": "α̂ = 1: decay gate only, GLA-like",
     "hgrn2": "α̂ = 1 − α: HGRN2-like coupled input gate",
     "mamba2": "one scalar g and τ per head instead of one per state dim, Mamba2-like",

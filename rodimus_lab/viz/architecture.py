@@ -117,7 +117,7 @@ def _flow(d: _Diagram, c: ModelConfig, x0: float) -> None:
     d.box("conv", X(2), 2.2, conv, "op", w=1.75)
     d.box("value", X(0), 3.4, f"v = β̂ ⊙ x′<br>β̂ low rank ℓ = {c.low_rank}", "op", w=1.7, h=0.75)
     d.box("qk", X(2), 3.4, f"q, k: {m} → {n}<br>k̂ = k/‖k‖" if c.key_norm else f"q, k: {m} → {n}", "op", w=1.5, h=0.75)
-    gate = {"ddts": "g = softplus(·), τ = σ(·)<br>α = e^{−τg}, α̂ = g^τ"}.get(c.gate, f"gate: {c.gate}")
+    gate = {"ddts": "g = softplus(·), τ = σ(·)<br>α = e<sup>−τg</sup>, α̂ = g<sup>τ</sup>"}.get(c.gate, f"gate: {c.gate}")
     d.box("gates", X(4), 3.4, gate, "op", w=1.8, h=0.75)
     d.box("ddts", X(2), 4.8, f"DDTS  S_t = diag(α_t) S_{{t−1}} + (α̂_t⊙k̂_t)ᵀ v_t<br>o_t = q_t S_t / √{n}    state {n}×{m}",
           "mixer", w=4.6, h=0.8)

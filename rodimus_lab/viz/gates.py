@@ -105,7 +105,7 @@ def write_keep_profile(gates: dict, tokens=None, *, title: str = "What each toke
 
 
 def selection_curves(taus=(1.0, 0.75, 0.5, 0.25), *, g_range=(1e-3, 10.0), points: int = 200, observed: dict | None = None,
-                     max_observed: int = 4000, title: str = "Tempered selection (α, α̂) = (e^{−g}, g)^τ") -> go.Figure:
+                     max_observed: int = 4000, title: str = "Tempered selection (α, α̂) = (e<sup>−g</sup>, g)<sup>τ</sup>") -> go.Figure:
     """α and α̂ as functions of the selection gate g, one curve per temperature τ.
 
     Computed with :func:`rodimus_lab.ddts.ddts_gates` (through the logits), so the picture is
@@ -120,7 +120,7 @@ def selection_curves(taus=(1.0, 0.75, 0.5, 0.25), *, g_range=(1e-3, 10.0), point
         raise ValueError(f"g_range must be (low, high) with 0 < low < high, got {g_range}")
     g = torch.logspace(np.log10(lo), np.log10(hi), points, dtype=torch.float64)
     g_logits = g + torch.log(-torch.expm1(-g))                      # softplus⁻¹(g)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["α = e^{−τ g}  (decay, keep)", "α̂ = g^τ  (input, write)"])
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["α = e<sup>−τg</sup>  (decay, keep)", "α̂ = g^τ  (input, write)"])
     for i, tau in enumerate(taus):
         tau_t = torch.tensor(tau, dtype=torch.float64)
         tau_logits = torch.full_like(g, float(torch.logit(tau_t)) if tau < 1 else 40.0)   # sigmoid(40) = 1
