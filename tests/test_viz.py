@@ -399,3 +399,9 @@ def test_grouped_bars_one_trace_per_series_over_the_same_categories():
     assert [t.name for t in fig.data] == ["lr 0.001", "lr 0.01"] and list(fig.data[1].y) == [0.6, 0.3]
     with pytest.raises(ValueError, match="categories"):
         viz.grouped_bars({"a": {"x": 1}, "b": {"y": 2}}, y_title="?")
+
+
+def test_timing_columns_skip_a_column_without_a_name():
+    """A verdict column with an empty header (| target | measured | |) is no timing column, and no crash."""
+    rows = viz.markdown_tables("| target | time (ms) | |\n|---|---|---|\n| a | 1.5 | met |\n")[0]
+    assert viz.timing_columns(rows, "target") == ["time (ms)"]

@@ -49,8 +49,14 @@ def _label(value) -> str:
 
 def timing_columns(rows: list[dict], x: str) -> list[str]:
     """Columns holding times (a name ending in "ms" or "µs") with numbers in them."""
-    return [c for c in rows[0] if c != x and c.strip("* ").split()[-1].strip("()") in ("ms", "µs", "us")
+    return [c for c in rows[0] if c != x and _unit(c) in ("ms", "µs", "us")
             and any(isinstance(r.get(c), float) for r in rows)]
+
+
+def _unit(column: str) -> str:
+    """The last word of a column name, without brackets ("" for an empty header, as in a verdict column)."""
+    words = column.strip("* ").split()
+    return words[-1].strip("()") if words else ""
 
 
 def benchmark_figure(rows: list[dict], *, x=None, y=None, color: str | None = None, log_y: bool = False,
