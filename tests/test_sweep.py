@@ -123,6 +123,20 @@ def test_budget_stops_between_points_and_keeps_the_checkpoint(tmp_path):
     assert "budget spent" in said[-1]
 
 
+def test_workers_share_the_points_and_match_a_serial_sweep(tmp_path, capsys):
+    only = ["Transformer++", "rodimus--mem_size=4--lr=0.01"]
+    sweep.run_sweep(sweep.load_spec(TINY), tmp_path / "serial", only=only, say=lambda *a: None)
+    args = ["sweep", str(TINY), "--out", str(tmp_path / "parallel"), "--workers", "2", "--only", *only]
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    assert "3 points over 2 worker processes" in said and "[worker 0]" in said and "[worker 1]" in said
+    serial, parallel = lines(tmp_path / "serial"), lines(tmp_path / "parallel")
+    assert sorted(r["point"] for r in parallel) == sorted(r["point"] for r in serial)   # each point once
+    by_point = {r["point"]: comparable(r) for r in serial}
+    assert all(comparable(r) == by_point[r["point"]] for r in parallel)   # the same training, in another process
+    assert main(args) == 0 and "every selected point is done" in capsys.readouterr().out
+
+
 def test_figure_from_the_results_fixture(tmp_path):
     spec = sweep.load_spec(TINY)
     shutil.copy(FIXTURES / "results.jsonl", tmp_path / "results.jsonl")
