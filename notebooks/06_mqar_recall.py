@@ -224,6 +224,29 @@ else:
     sweep_figure = print("no docs/results/mqar_state_size*/results.jsonl yet: skipped")
 sweep_figure
 
+# %%
+# check: each plotted point is the best run of its (family, n) in the files (over learning rates), recomputed here
+if sweep_files:
+    best_by_hand = {}
+    for r in records:
+        key = (r["family"], r["config"]["model"]["mem_size"])
+        best_by_hand[key] = max(best_by_hand.get(key, 0.0), r["best"]["eval_accuracy"])
+    for family, points in series.items():
+        for n, accuracy in points:
+            assert accuracy == best_by_hand[(family, n)], (family, n)
+    sizes = sorted({n for _, n in best_by_hand if n is not None})
+    print(f"{'family':<42}" + "".join(f"n={n:<7}" for n in sizes))
+    for family in dict.fromkeys(f for f, _ in best_by_hand):
+        print(f"{family:<42}" + "".join(f"{best_by_hand[(family, n)]:<9.3f}" if (family, n) in best_by_hand
+                                        else f"{'—':<9}" for n in sizes))
+    print("plotted = best per (family, n) ✓")
+
+# %% [markdown]
+# Read the table before the verdicts: at n = 16, which gate recalls most? Does the paper's order
+# (Rodimus+ > Rodimus > Mamba2 at every n) hold here, and does every family rise with n? A point far below its
+# neighbours is a run that did not train rather than a capacity limit (look at its loss curve before you
+# conclude). `docs/paper_figures.md` states our verdict for each claim, with these numbers and the scale.
+
 # %% [markdown]
 # **Summary.** What this notebook measured, and only that: the best test accuracy of each run (section 2), of four
 # gates at the same state memory at their best learning rate (section 3), and of each model on near and far queries

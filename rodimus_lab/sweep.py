@@ -479,6 +479,8 @@ def figure_series(records: list[dict], figure: dict) -> tuple[dict, dict, list[d
                      "state_mb": r["state"]["mb"], "parameters": r["parameters"], "steps": r["steps"]})
     for points in series.values():
         points.sort()
+    families = list(dict.fromkeys(r["family"] for r in records))   # workers finish points in any order
+    rows.sort(key=lambda row: (families.index(row["family"]), row["n"] or 0))
     return series, references, rows
 
 

@@ -64,7 +64,9 @@ def training_curves(logs, *, x: str = "step", y=("loss",), log_y: bool = False,
 
 
 def _color(name: str, fallback: str) -> str:
-    key = name.lower().replace("+", "_plus").replace(" ", "_")
+    """The model's colour. "Mamba2-style gate in the Rodimus block" takes Mamba2's, so that our variant and
+    the paper's model it stands for share a colour (solid vs dashed)."""
+    key = name.split("-style")[0].lower().replace("++", "").replace("+", "_plus").replace(" ", "_")
     return COLORS.get(key, fallback)
 
 
