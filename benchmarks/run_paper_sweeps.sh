@@ -6,7 +6,8 @@
 #
 # Points train $WORKERS at a time (default 6), each in its own process on the one GPU (rodimus-lab sweep
 # --workers): one 2-layer model keeps an H200 busy for a small part of each step.
-# BUDGET is in seconds: the sweep stops starting points after it, and a point cut by it resumes from its
+# BUDGET is in seconds: the sweep stops starting points 20 s before it (time to write the last lines and copy
+# the results back), and a point cut by it resumes from its
 # checkpoint if the same machine runs the command again (a fresh machine trains that point from its start).
 # Points already in docs/results/<sweep>/results.jsonl are skipped: copy each call's results file back there
 # (it is also copied to $OUT when that is set) and commit it between calls. Points run in priority order:
@@ -44,11 +45,14 @@ wikitext)
 esac
 
 out=docs/results/$name
+copy_back() {   # after every pass: a kill later (the device call's limit) must not lose finished points
+    if [ -n "${OUT:-}" ] && [ -f "$out/results.jsonl" ]; then cp "$out/results.jsonl" "$OUT/$name.jsonl"; fi
+}
 for only in "${passes[@]}"; do
-    [ "$(left)" -gt 30 ] || break
+    [ "$(left)" -gt 60 ] || break
     # shellcheck disable=SC2086  # the patterns of a pass are separate words
     python3 -m rodimus_lab.cli sweep "$spec" --device cuda --out "$out" --runs "/tmp/sweeps/$name" \
-        --budget "$(left)" --progress false --workers "${WORKERS:-6}" --only $only "${extra[@]}"
+        --budget "$(( $(left) - 20 ))" --progress false --workers "${WORKERS:-6}" --only $only "${extra[@]}"
+    copy_back
 done
 python3 -m rodimus_lab.cli sweep "$spec" --list --out "$out" --runs "/tmp/sweeps/$name" "${extra[@]}"
-if [ -n "${OUT:-}" ] && [ -f "$out/results.jsonl" ]; then cp "$out/results.jsonl" "$OUT/$name.jsonl"; fi

@@ -44,6 +44,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -594,13 +595,23 @@ def run_workers(args, spec: SweepSpec, out: Path, overrides: dict) -> int:
             print(f"[worker {i}] {line}", end="", flush=True)
 
     procs, relays = [], []
-    for i in range(workers):
-        proc = subprocess.Popen(_worker_command(args, out, todo[i::workers]), env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        procs.append(proc)
-        relays.append(threading.Thread(target=relay, args=(i, proc), daemon=True))
-        relays[-1].start()
-    codes = [proc.wait() for proc in procs]
+
+    def stop(signum, frame):   # a `timeout` or `kill` reaches this process only: take the workers with it
+        for proc in procs:
+            proc.terminate()
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        for i in range(workers):
+            proc = subprocess.Popen(_worker_command(args, out, todo[i::workers]), env=env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            procs.append(proc)
+            relays.append(threading.Thread(target=relay, args=(i, proc), daemon=True))
+            relays[-1].start()
+        codes = [proc.wait() for proc in procs]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     for thread in relays:
         thread.join()
     return max(codes)

@@ -2,6 +2,10 @@
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -135,6 +139,37 @@ def test_workers_share_the_points_and_match_a_serial_sweep(tmp_path, capsys):
     by_point = {r["point"]: comparable(r) for r in serial}
     assert all(comparable(r) == by_point[r["point"]] for r in parallel)   # the same training, in another process
     assert main(args) == 0 and "every selected point is done" in capsys.readouterr().out
+
+
+def test_terminating_a_sweep_stops_its_workers(tmp_path):
+    """A `timeout` or `kill` signals the sweep's own process: its workers must not train on unseen."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "rodimus_lab.cli", "sweep", str(TINY), "--out", str(out), "--workers", "2",
+           "--only", "Transformer++", "--set", "train.max_steps=100000", "train.checkpoint_every=100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started = set()
+    for line in proc.stdout:   # both workers are training
+        if "[1/1]" in line:
+            started.add(line.split("]")[0])
+        if len(started) == 2:
+            break
+    proc.terminate()
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+
+    def workers_alive():
+        alive = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if str(out).encode() in cmdline.read_bytes():
+                    alive.append(cmdline.parent.name)
+            except OSError:   # the process ended while we looked
+                pass
+        return alive
+
+    deadline = time.monotonic() + 30
+    while workers_alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert workers_alive() == []
 
 
 def test_figure_from_the_results_fixture(tmp_path):
