@@ -28,10 +28,12 @@ once, everything of width n is cheap. So:
    touches memory, unlike the two-kernel "store every chunk state, then compute outputs" plan, which
    moves n/C · T · m extra elements twice (as much as v itself at n = C = 64). The cost is a
    sequential loop of T/64 steps per program; B·m/64 programs (256 at B = 8, m = 2048) fill the GPU.
-   In training it also writes the chunk-start states h (fp32) for the backward.
-3. Backward, ``ddts_bwd_walk`` — the same walk in reverse with dS in fp32 registers: writes dh (the
-   gradient of every chunk's end state), dv (complete, since the program owns its value columns) and
-   d(initial state).
+3. Backward: first the forward walk once more, now writing the chunk-start states h (fp32): storing
+   them in the forward instead kept n·m·4/64 bytes per token alive until the backward (6 KiB at n = 64,
+   m = 1536, the largest tensor a Rodimus layer saved: ``rodimus-lab bench memory``); the re-walk reads
+   what the forward kept and gives the same h bit for bit. Then ``ddts_bwd_walk``, the same walk in
+   reverse with dS in fp32 registers: writes dh (the gradient of every chunk's end state), dv
+   (complete, since the program owns its value columns) and d(initial state).
 4. Backward, ``ddts_bwd_sweep`` — one program per (chunk, head, share of the value columns; shares
    are cut until ~4 programs per SM stream at once): accumulates do·hᵀ, v·dhᵀ, do·vᵀ (64×64) and
    Σ h⊙dh over its 64-wide value tiles into an fp32 partial. Then ``ddts_bwd_chunk`` — one program per
@@ -39,8 +41,8 @@ once, everything of width n is cheap. So:
    diagonal blocks of do·vᵀ and their [16, n] results pass through a small per-program scratch buffer
    in global memory, behind a barrier), turns ∂b into ∂log α (reverse cumsum + the b_C terms) and
    chains through α̂, the key norm, softplus and sigmoid, writing dq, dk, dg_logits, dtau_logits. Gates,
-   norm and b are recomputed here from q, k and the logits (cheaper than storing them); qg, kg, A,
-   e^{b_C} and h are kept from the forward.
+   norm and b are recomputed here from q, k and the logits (cheaper than storing them); qg, kg, A and
+   e^{b_C} are kept from the forward.
 
 Precision: gates, norms, cumsums, the state, every accumulation and the score block A are fp32 (A·v is
 a tf32 product: rounding A to bf16 was the largest error source in a CPU emulation, 1.7e-3 vs 0.5e-3
@@ -157,10 +159,7 @@ def ddts(q, k, v, g_logits, tau_logits, *, scale=None, initial_state=None, outpu
             f"rodimus_kernels.ddts handles state sizes n <= {MAX_STATE}, got n = {q.shape[-1]}: larger tiles do not "
             f"fit a GPU block's shared memory (232448 bytes on an H100/H200). Use the PyTorch reference "
             f"(rodimus_lab.ddts.ddts; in a model, backend 'reference' or 'auto') or mem_size <= {MAX_STATE}.")
-    save_states = torch.is_grad_enabled() and any(
-        x is not None and x.requires_grad for x in (q, k, v, g_logits, tau_logits, initial_state))
-    o, final = _DDTS(q, k, v, g_logits, tau_logits, initial_state, cu_seqlens, scale, output_final_state,
-                             save_states)[:2]
+    o, final = _DDTS(q, k, v, g_logits, tau_logits, initial_state, cu_seqlens, scale, output_final_state)[:2]
     return o, (final if output_final_state else None)
 
 
@@ -190,40 +189,53 @@ def _plan(q, cu_seqlens):
 # The training kernels as one KernelOp (ops.py): a torch.library custom op with autograd and fake (shape)
 # functions under torch.compile, which calls it opaquely instead of tracing into the Triton launches; a
 # plain autograd Function of the same functions when eager. The forward returns what the backward needs
-# besides the inputs (qg, kg, e^{b_C}, A, h); absent outputs are empty tensors (a custom op returns no None).
-_SEVEN = tuple[(torch.Tensor,) * 7]
+# besides the inputs (qg, kg, e^{b_C}, A); an absent final state is an empty tensor (a custom op returns no
+# None). The chunk-start states h are NOT kept: fp32 [chunks, H, n, m] is n·m·4/64 bytes per token (6 KiB at
+# n = 64, m = 1536, more than any other tensor a Rodimus layer saves; ``rodimus-lab bench memory``), so the
+# backward runs the forward walk again to rebuild them, bit for bit the same (same kernel, same inputs).
 _SIX = tuple[(torch.Tensor,) * 6]
+
+
+def _walk(qg, kg, gc, A, v, initial_state, plan, *, store_states: bool, output_final_state: bool):
+    """``ddts_fwd_walk`` over every chunk of ``plan`` (``_plan``'s): (o, chunk-start states h fp32 or empty,
+    final state or empty)."""
+    B, T, H, n = qg.shape
+    m = v.shape[-1]
+    varlen, NT, (cu, _, _, chunk_off), NC, num_seqs = plan
+    o = torch.empty_like(v)
+    f32 = dict(device=v.device, dtype=torch.float32)
+    h = torch.empty(NC if store_states else 0, H, n, m, **f32)
+    final = torch.empty(num_seqs if output_final_state else 0, H, n, m, **f32)
+    h0 = None if initial_state is None else initial_state.detach().float().contiguous()
+    grid = (num_seqs, H, cdiv(m, BLOCK_M))
+    triton_module("ddts_triton").ddts_fwd_walk[grid](
+        qg, kg, gc, A, v, o, h, h0, final, cu, chunk_off, T, NT, H, n, m, C=CHUNK, BN=_block_n(n), BM=BLOCK_M,
+        PREC=dot_precision("exact_fp32", v.dtype), STORE_H=store_states, USE_H0=h0 is not None,
+        STORE_HT=output_final_state, VARLEN=varlen, num_warps=_warps(n), num_stages=_stages(n, v.dtype))
+    return o, h, final
 
 
 def _ddts_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g_logits: torch.Tensor,
                   tau_logits: torch.Tensor, initial_state: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
-                  scale: float, output_final_state: bool, save_states: bool) -> _SEVEN:
-    K = triton_module("ddts_triton")
+                  scale: float, output_final_state: bool) -> _SIX:
     B, T, H, n = q.shape
-    m = v.shape[-1]
     q, k, v, g_logits, tau_logits = (x.contiguous() for x in (q, k, v, g_logits, tau_logits))
-    varlen, NT, (cu, chunk_seq, chunk_local, chunk_off), NC, num_seqs = _plan(q, cu_seqlens)
+    plan = _plan(q, cu_seqlens)
+    varlen, NT, (cu, chunk_seq, chunk_local, _), NC, _ = plan
     qg = torch.empty(q.shape, device=q.device, dtype=_operand_dtype(v))
     kg = torch.empty_like(qg)
     gc = torch.empty(NC, H, n, device=q.device, dtype=torch.float32)
     A = torch.empty(B, T, H, CHUNK, device=q.device, dtype=torch.float32)  # bf16 here was the largest error
-    BN, prec, warps, stages = _block_n(n), dot_precision("exact_fp32", v.dtype), _warps(n), _stages(n, v.dtype)
-    K.ddts_prep_fwd[(NC, H)](q, k, g_logits, tau_logits, qg, kg, gc, A, cu, chunk_seq, chunk_local,
-                             scale, T, NT, H, n, C=CHUNK, SB=SUB, BN=BN, PREC=prec, VARLEN=varlen,
+    triton_module("ddts_triton").ddts_prep_fwd[(NC, H)](q, k, g_logits, tau_logits, qg, kg, gc, A, cu, chunk_seq, chunk_local,
+                             scale, T, NT, H, n, C=CHUNK, SB=SUB, BN=_block_n(n),
+                             PREC=dot_precision("exact_fp32", v.dtype), VARLEN=varlen,
                              num_warps=_warps(n, chunk_program=True))
-    o = torch.empty_like(v)
-    h = torch.empty(NC if save_states else 0, H, n, m, device=q.device, dtype=torch.float32)
-    final = torch.empty(num_seqs if output_final_state else 0, H, n, m, device=q.device, dtype=torch.float32)
-    h0 = None if initial_state is None else initial_state.detach().float().contiguous()
-    grid = (num_seqs, H, cdiv(m, BLOCK_M))
-    K.ddts_fwd_walk[grid](qg, kg, gc, A, v, o, h, h0, final, cu, chunk_off, T, NT, H, n, m,
-                          C=CHUNK, BN=BN, BM=BLOCK_M, PREC=prec, STORE_H=save_states,
-                          USE_H0=h0 is not None, STORE_HT=output_final_state, VARLEN=varlen,
-                          num_warps=warps, num_stages=stages)
-    return o, final, qg, kg, gc, A, h
+    o, _, final = _walk(qg, kg, gc, A, v, initial_state, plan, store_states=False,
+                        output_final_state=output_final_state)
+    return o, final, qg, kg, gc, A
 
 
-def _ddts_forward_fake(q, k, v, g_logits, tau_logits, initial_state, cu_seqlens, scale, output_final_state, save_states):
+def _ddts_forward_fake(q, k, v, g_logits, tau_logits, initial_state, cu_seqlens, scale, output_final_state):
     B, T, H, n = q.shape
     m = v.shape[-1]
     if cu_seqlens is None:
@@ -233,23 +245,25 @@ def _ddts_forward_fake(q, k, v, g_logits, tau_logits, initial_state, cu_seqlens,
     f32 = dict(device=q.device, dtype=torch.float32)
     qg = q.new_empty(q.shape, dtype=_operand_dtype(v))
     return (v.new_empty(v.shape), torch.empty(num_seqs if output_final_state else 0, H, n, m, **f32),
-            qg, torch.empty_like(qg), torch.empty(NC, H, n, **f32), torch.empty(B, T, H, CHUNK, **f32),
-            torch.empty(NC if save_states else 0, H, n, m, **f32))
+            qg, torch.empty_like(qg), torch.empty(NC, H, n, **f32), torch.empty(B, T, H, CHUNK, **f32))
 
 
 def _ddts_backward(do: torch.Tensor, dfinal: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor,
                    v: torch.Tensor, g_logits: torch.Tensor, tau_logits: torch.Tensor, qg: torch.Tensor,
-                   kg: torch.Tensor, gc: torch.Tensor, A: torch.Tensor, h: torch.Tensor,
-                   cu_seqlens: torch.Tensor | None, scale: float, has_h0: bool) -> _SIX:
+                   kg: torch.Tensor, gc: torch.Tensor, A: torch.Tensor, initial_state: torch.Tensor | None,
+                   cu_seqlens: torch.Tensor | None, scale: float) -> _SIX:
     """(dq, dk, dv, dg_logits, dtau_logits, d initial state fp32 — empty without one)."""
     K = triton_module("ddts_triton")
     B, T, H, n = q.shape
     m = v.shape[-1]
     q, k, v, g_logits, tau_logits = (x.contiguous() for x in (q, k, v, g_logits, tau_logits))
-    varlen, NT, (cu, chunk_seq, chunk_local, chunk_off), NC, num_seqs = _plan(q, cu_seqlens)
+    plan = _plan(q, cu_seqlens)
+    varlen, NT, (cu, chunk_seq, chunk_local, chunk_off), NC, num_seqs = plan
     BN, prec, warps, stages = _block_n(n), dot_precision("exact_fp32", v.dtype), _warps(n), _stages(n, v.dtype)
     # ∂log α cancels (see Precision): the products it is summed from get 3-pass tf32 (≈ fp32)
     sum_prec = dot_precision("cancelling", v.dtype)
+    has_h0 = initial_state is not None
+    h = _walk(qg, kg, gc, A, v, initial_state, plan, store_states=True, output_final_state=False)[1]
     do = do.contiguous()
     dfinal = None if dfinal is None else dfinal.float().contiguous()
     dv = torch.empty_like(v)
@@ -279,28 +293,30 @@ def _ddts_backward(do: torch.Tensor, dfinal: torch.Tensor | None, q: torch.Tenso
     return dq, dk, dv, dg, dtau, dh0
 
 
-def _ddts_backward_fake(do, dfinal, q, k, v, g_logits, tau_logits, qg, kg, gc, A, h, cu_seqlens, scale, has_h0):
+def _ddts_backward_fake(do, dfinal, q, k, v, g_logits, tau_logits, qg, kg, gc, A, initial_state, cu_seqlens, scale):
     B, _, H, n = q.shape
     num_seqs = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
-    dh0 = torch.empty(num_seqs if has_h0 else 0, H, n, v.shape[-1], device=q.device, dtype=torch.float32)
+    dh0 = torch.empty(num_seqs if initial_state is not None else 0, H, n, v.shape[-1], device=q.device,
+                      dtype=torch.float32)
     return (*(x.new_empty(x.shape) for x in (q, k, v, g_logits, tau_logits)), dh0)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, g_logits, tau_logits, initial_state, cu_seqlens, ctx.scale, _, _ = inputs
-    _, _, qg, kg, gc, A, h = output
-    ctx.save_for_backward(q, k, v, g_logits, tau_logits, qg, kg, gc, A, h, cu_seqlens)
+    q, k, v, g_logits, tau_logits, initial_state, cu_seqlens, ctx.scale, _ = inputs
+    _, _, qg, kg, gc, A = output
+    # the backward re-walks from the initial state: a copy, since callers overwrite theirs in place (prefill)
+    h0 = None if initial_state is None else initial_state.detach().clone()
+    ctx.save_for_backward(q, k, v, g_logits, tau_logits, qg, kg, gc, A, h0, cu_seqlens)
     ctx.h0_dtype = None if initial_state is None else initial_state.dtype
 
 
 def _ddts_grad(ctx, backward, do, dfinal, *_):
-    q, k, v, g_logits, tau_logits, qg, kg, gc, A, h, cu_seqlens = ctx.saved_tensors
+    q, k, v, g_logits, tau_logits, qg, kg, gc, A, initial_state, cu_seqlens = ctx.saved_tensors
     do = torch.zeros_like(v) if do is None else do
     dfinal = dfinal if dfinal is not None and dfinal.numel() else None
-    grads = backward(do, dfinal, q, k, v, g_logits, tau_logits, qg, kg, gc, A, h, cu_seqlens,
-                           ctx.scale, ctx.h0_dtype is not None)
+    grads = backward(do, dfinal, q, k, v, g_logits, tau_logits, qg, kg, gc, A, initial_state, cu_seqlens, ctx.scale)
     dh0 = None if ctx.h0_dtype is None else grads[5].to(ctx.h0_dtype)
-    return (*grads[:5], dh0, None, None, None, None)
+    return (*grads[:5], dh0, None, None, None)
 
 
 _DDTS = KernelOp("ddts", _ddts_forward, _ddts_backward, setup_context=_setup_context, grad=_ddts_grad,

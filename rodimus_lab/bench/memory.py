@@ -270,3 +270,7 @@ def main(argv=None) -> list[Accounting]:
         print()
     print(format_prediction(accs, n_layers=args.bench_layers, tokens=args.bench_tokens, vocab_size=args.vocab_size))
     return accs
+
+
+if __name__ == "__main__":
+    main()

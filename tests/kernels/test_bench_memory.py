@@ -28,6 +28,9 @@ def test_bytes_go_to_named_modules_and_add_up():
     # the mixer ran the kernels (its taps stayed off): the DDTS op's saved tensors are there
     assert any(s.module == "layers.0.mixer" and s.dtype == torch.float32 and s.shape[-1] == 64
                and len(s.shape) == 4 for s in acc.saved)
+    # ... but not the fp32 chunk-start states [chunks, 1, n, m]: its backward walks the chunks again for them
+    cfg = memory.model_config("rodimus_plus", **TOY)
+    assert not any(s.dtype == torch.float32 and s.shape[1:] == (1, cfg.mem_size, cfg.d_inner) for s in acc.saved)
     # the loss keeps the fp32 log-probs: 4 V bytes per token in the head
     assert acc.head_bytes("activation") >= tokens * 4 * TOY["vocab_size"]
 
