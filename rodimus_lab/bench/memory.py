@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 from dataclasses import dataclass, field
 from unittest import mock
 
@@ -35,8 +36,15 @@ import torch
 
 from .train import LABELS, build, model_config
 
-MODELS = ("rodimus", "rodimus_plus", "transformer")
+MODELS = ("rodimus", "rodimus_plus", "transformer", "llama")
 HEAD = "(head)"   # what is saved outside the layers: embeddings, final norm, LM head, loss
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)(?:\.|$)")   # "layers.3.attn" here, "model.layers.3.mlp" in transformers
+
+
+def layer_index(name: str) -> int | None:
+    """The layer a module or parameter name belongs to; None outside the layers."""
+    match = _LAYER.search(name)
+    return None if match is None else int(match.group(1))
 
 
 @dataclass
@@ -72,11 +80,10 @@ class Accounting:
         return out
 
     def layer_bytes(self, index: int, kind: str | None = None) -> int:
-        prefix = f"layers.{index}."
-        return sum(b for name, b in self.by_module(kind).items() if name.startswith(prefix))
+        return sum(b for name, b in self.by_module(kind).items() if layer_index(name) == index)
 
     def head_bytes(self, kind: str | None = None) -> int:
-        return sum(b for name, b in self.by_module(kind).items() if not name.startswith("layers."))
+        return sum(b for name, b in self.by_module(kind).items() if layer_index(name) is None)
 
 
 def _is_weight_cast(t: torch.Tensor) -> bool:
@@ -157,19 +164,22 @@ def account(model: torch.nn.Module, ids: torch.Tensor, *, name: str = "", autoca
             saved[key].savers.append(where)
         return t
 
+    # the project's models skip their id-range check (as in bench train); transformers' take no such flag
+    extra = {"check_inputs": False} if hasattr(model, "check_ids") else {}
     handles = [torch.nn.modules.module.register_module_forward_pre_hook(pre),
                torch.nn.modules.module.register_module_forward_hook(post, always_call=True)]
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss = model(ids, labels=ids, check_inputs=False).loss
+                loss = model(ids, labels=ids, **extra).loss
     finally:
         for h in handles:
             h.remove()
     del loss   # the graph (and what it saved) goes; the records keep sizes only
-    head_params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("layers."))
-    return Accounting(name, ids.numel(), model.config.n_layers, sum(p.numel() for p in model.parameters()),
-                      head_params, list(saved.values()))
+    head_params = sum(p.numel() for n, p in model.named_parameters() if layer_index(n) is None)
+    n_layers = getattr(model.config, "n_layers", None) or model.config.num_hidden_layers
+    return Accounting(name, ids.numel(), n_layers, sum(p.numel() for p in model.parameters()), head_params,
+                      list(saved.values()))
 
 
 def measure(name: str, *, seq_len=256, batch=1, n_layers=2, launch=False, **sizes) -> Accounting:
@@ -214,14 +224,16 @@ def _fmt_shape(s: Saved) -> str:
 
 def format_layer(acc: Accounting, *, tensors: bool = False, index: int = 0) -> str:
     """Bytes per token saved by each module of layer ``index`` (and with ``tensors`` each storage)."""
-    prefix = f"layers.{index}."
+    def short(name):   # the name inside the layer
+        return _LAYER.split(name, maxsplit=1)[-1] or "(layer)"
+
     lines = [f"{LABELS.get(acc.model, acc.model)}: saved for backward, bytes per token, layer {index}"]
-    rows = sorted(((n, b) for n, b in acc.by_module().items() if n.startswith(prefix)), key=lambda r: -r[1])
+    rows = sorted(((n, b) for n, b in acc.by_module().items() if layer_index(n) == index), key=lambda r: -r[1])
     for module, b in rows:
-        lines.append(f"  {module.removeprefix(prefix):<28}{b / acc.tokens:>10,.0f}")
+        lines.append(f"  {short(module):<28}{b / acc.tokens:>10,.0f}")
         if tensors:
             for s in sorted((s for s in acc.saved if s.module == module), key=lambda s: -s.nbytes):
-                also = sorted({x.removeprefix(prefix) for x in s.savers} - {module.removeprefix(prefix)})
+                also = sorted({short(x) for x in s.savers} - {short(module)})
                 note = f"  also saved by {', '.join(also)}" if also else ""
                 lines.append(f"      {_fmt_shape(s):<34}{s.kind:<13}{s.nbytes / acc.tokens:>9,.0f}{note}")
     lines.append(f"  {'layer total':<28}{acc.layer_bytes(index) / acc.tokens:>10,.0f}   of which activations "
