@@ -39,6 +39,7 @@ def use_triton(x: torch.Tensor) -> bool:
     return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
 
 
+@functools.cache   # every launch asks: a cache hit is ~10x cheaper than import_module's sys.modules lookup
 def triton_module(name: str) -> ModuleType:
     """The module of Triton kernels ``rodimus_kernels.<name>``, imported on first use: ``triton.jit`` reads
     TRITON_INTERPRET when a kernel is decorated, so importing late lets tests switch it on first."""

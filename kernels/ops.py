@@ -23,7 +23,7 @@ class KernelOp:
     are None where an output was not used. ``fake`` and ``backward_fake`` give the output shapes."""
 
     def __init__(self, name: str, forward, backward, *, setup_context, grad, fake, backward_fake):
-        self.name = f"rodimus::{name}"   # the custom op's name; eager calls are recorded under it too
+        self.name = f"rodimus::{name}"   # the custom op's name; profiled eager calls are recorded under it too
         self.forward, self.backward = forward, backward
         self.setup_context, self.grad = setup_context, grad
         self.op = torch.library.custom_op(self.name, forward, mutates_args=())
@@ -41,17 +41,32 @@ class KernelOp:
         return _Eager.apply(self, *args)
 
 
+def _recorded(name: str, function):
+    """``function``, recorded under ``name`` while a profiler collects (torch.profiler then names an eager
+    call as it names the custom op: bench prefill counts "rodimus::ddts" so); ``function`` itself otherwise,
+    because entering a record_function costs host time on every call even with no profiler running (two
+    dispatcher ops, ~8 µs per call on a 2-core CPU: ``rodimus-lab bench host``), and eager steps are
+    host-bound on the GPU."""
+    if not torch._C._autograd._profiler_enabled():
+        return function
+
+    def record(*args):
+        with torch.profiler.record_function(name):
+            return function(*args)
+
+    return record
+
+
 class _Eager(torch.autograd.Function):
     @staticmethod
     def forward(ctx, op: KernelOp, *args):
         ctx.set_materialize_grads(False)   # None for unused outputs, as the custom op's autograd gives
         ctx.kernel_op = op
-        with torch.profiler.record_function(op.name):   # torch.profiler names the op as it would the custom op
-            output = op.forward(*args)
+        output = _recorded(op.name, op.forward)(*args)
         op.setup_context(ctx, args, output)
         return output
 
     @staticmethod
     def backward(ctx, *grads):
         op = ctx.kernel_op
-        return (None, *op.grad(ctx, op.backward, *grads))
+        return (None, *op.grad(ctx, _recorded(f"{op.name}_backward", op.backward), *grads))

@@ -66,6 +66,7 @@ EXAMPLES = {
              "rodimus-lab info --block transformer --d-model 768 --n-heads 12 --context 1024 32768"],
     "bench": ["rodimus-lab bench decode --device cuda --contexts 1024,32768   # decoding latency/memory vs context",
               "rodimus-lab bench train --models rodimus_plus --seq-lens 2048      # training tokens/s and memory",
+              "rodimus-lab bench host --models rodimus_plus,llama   # host time of an eager training step (CPU)",
               "rodimus-lab bench decode --out docs/results/decode.json   # results go to runs/bench/ unless --out",
               "rodimus-lab bench decode --help"],
     "sweep": ["rodimus-lab sweep experiments/mqar_state_size.yaml --device cuda   # every point, resuming",
@@ -447,9 +448,9 @@ def cmd_info(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import decode, train
+    from .bench import decode, host, train
 
-    {"decode": decode, "train": train}[args.which].main(args.bench_args)   # its own flags: bench <which> --help
+    {"decode": decode, "train": train, "host": host}[args.which].main(args.bench_args)   # its own flags: bench <which> --help
     return 0
 
 
@@ -526,8 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = _command(sub, "bench", "benchmarks: `bench decode` (decoding latency and memory), `bench train` "
-                                     "(training tokens/s and memory); add --help after either for its flags")
-    p.add_argument("which", choices=["decode", "train"])
+                                     "(training tokens/s and memory), `bench host` (host time of an eager "
+                                     "training step, on CPU); add --help after one for its flags")
+    p.add_argument("which", choices=["decode", "train", "host"])
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="the benchmark's own flags")
     p.set_defaults(func=cmd_bench)
 
