@@ -67,6 +67,7 @@ class Accounting:
     params: int
     head_params: int          # parameters outside the layers (embeddings, final norm, LM head)
     saved: list
+    kernels: tuple = ()       # the Triton kernels the forward launched (or would have), by name
 
     @property
     def total(self) -> int:
@@ -111,7 +112,8 @@ def _storage_key(t: torch.Tensor):
 
 @contextlib.contextmanager
 def kernel_path_on_cpu(launch: bool = False):
-    """Make a CPU forward take the branches the models take on a GPU (see the module docstring)."""
+    """Make a CPU forward take the branches the models take on a GPU (see the module docstring). Yields a
+    list that fills with the names of the Triton kernels launched (run or skipped)."""
     from rodimus_kernels import glue
     from triton.runtime.interpreter import InterpretedFunction
 
@@ -126,15 +128,18 @@ def kernel_path_on_cpu(launch: bool = False):
                 return glue._GateLinear.apply(x, weight, bias)
             return glue.glue_torch.gate_linear_torch(x, weight, bias)
 
-    real_mm = torch.mm
+    def run(self, *args, **kwargs):
+        launched.append(self.__name__)
+        return real_run(self, *args, **kwargs) if launch else None
+
+    real_mm, real_run, launched = torch.mm, InterpretedFunction.run, []
     with contextlib.ExitStack() as stack:
         stack.enter_context(mock.patch.dict(os.environ, {"TRITON_INTERPRET": "1"}))
         stack.enter_context(mock.patch.object(model_module, "_use_sdpa", lambda backend, x: backend != "reference"))
         stack.enter_context(mock.patch.object(glue, "gate_linear", gate_linear))
         stack.enter_context(mock.patch.object(torch, "mm", mm))
-        if not launch:
-            stack.enter_context(mock.patch.object(InterpretedFunction, "run", lambda self, *a, **k: None))
-        yield
+        stack.enter_context(mock.patch.object(InterpretedFunction, "run", run))
+        yield launched
 
 
 def account(model: torch.nn.Module, ids: torch.Tensor, *, name: str = "", autocast: bool = True) -> Accounting:
@@ -186,10 +191,12 @@ def measure(name: str, *, seq_len=256, batch=1, n_layers=2, launch=False, **size
     """``account`` of bench model ``name`` (``bench train``'s sizes; n_layers layers) on the CPU kernel path."""
     torch.manual_seed(0)
     config = model_config(name, n_layers=n_layers, backend="triton", **sizes)
-    with kernel_path_on_cpu(launch):
+    with kernel_path_on_cpu(launch) as launched:
         model = build(name, config)
         ids = torch.randint(0, config.vocab_size, (batch, seq_len))
-        return account(model, ids, name=name)
+        acc = account(model, ids, name=name)
+    acc.kernels = tuple(sorted(set(launched)))
+    return acc
 
 
 GIB = 2 ** 30
@@ -239,6 +246,7 @@ def format_layer(acc: Accounting, *, tensors: bool = False, index: int = 0) -> s
     lines.append(f"  {'layer total':<28}{acc.layer_bytes(index) / acc.tokens:>10,.0f}   of which activations "
                  f"{acc.layer_bytes(index, 'activation') / acc.tokens:,.0f}, weight casts (per step, not per token) "
                  f"{acc.layer_bytes(index, 'weight cast') / acc.tokens:,.0f}")
+    lines.append(f"  Triton kernels of the forward: {', '.join(acc.kernels) or 'none'}")
     return "\n".join(lines)
 
 
