@@ -67,6 +67,7 @@ EXAMPLES = {
     "bench": ["rodimus-lab bench decode --device cuda --contexts 1024,32768   # decoding latency/memory vs context",
               "rodimus-lab bench train --models rodimus_plus --seq-lens 2048      # training tokens/s and memory",
               "rodimus-lab bench host --models rodimus_plus,llama   # host time of an eager training step (CPU)",
+              "rodimus-lab bench memory --models rodimus_plus --tensors   # bytes saved for backward, by module (CPU)",
               "rodimus-lab bench decode --out docs/results/decode.json   # results go to runs/bench/ unless --out",
               "rodimus-lab bench decode --help"],
     "sweep": ["rodimus-lab sweep experiments/mqar_state_size.yaml --device cuda   # every point, resuming",
@@ -448,9 +449,9 @@ def cmd_info(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import decode, host, train
+    from .bench import decode, host, memory, train
 
-    {"decode": decode, "train": train, "host": host}[args.which].main(args.bench_args)   # its own flags: bench <which> --help
+    {"decode": decode, "train": train, "host": host, "memory": memory}[args.which].main(args.bench_args)   # its own flags: bench <which> --help
     return 0
 
 
@@ -528,8 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "bench", "benchmarks: `bench decode` (decoding latency and memory), `bench train` "
                                      "(training tokens/s and memory), `bench host` (host time of an eager "
-                                     "training step, on CPU); add --help after one for its flags")
-    p.add_argument("which", choices=["decode", "train", "host"])
+                                     "training step, on CPU), `bench memory` (bytes saved for the backward, on "
+                                     "CPU); add --help after one for its flags")
+    p.add_argument("which", choices=["decode", "train", "host", "memory"])
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="the benchmark's own flags")
     p.set_defaults(func=cmd_bench)
 

@@ -50,3 +50,12 @@ def test_prediction_adds_its_parts():
     assert abs(p["peak"] - sum(p[k] for k in ("layers", "head", "casts", "static", "loss_grad"))) < 1e-12
     assert p["layers"] * memory.GIB == acc.layer_bytes(0, "activation") / acc.tokens * 12 * 4096
     assert "Rodimus" in memory.format_prediction([acc], vocab_size=TOY["vocab_size"])
+
+
+def test_cli_dispatches_to_it(capsys):
+    from rodimus_lab.cli import main as cli_main
+
+    assert cli_main(["bench", "memory", "--models", "rodimus", "--d-model", "64", "--n-heads", "2",
+                     "--vocab-size", "128", "--seq-len", "64", "--window", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "layer total" in out and "peak GiB" in out
