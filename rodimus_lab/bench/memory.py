@@ -252,11 +252,11 @@ def format_layer(acc: Accounting, *, tensors: bool = False, index: int = 0) -> s
 
 def format_prediction(accs: list[Accounting], *, n_layers=12, tokens=16384, vocab_size=16384) -> str:
     lines = [f"scaled to {n_layers} layers × {tokens:,} tokens (GiB = 2^30 bytes; see predict())",
-             f"{'model':<16}{'params':>9}{'B/tok/layer':>13}{'head B/tok':>12}{'layers':>8}{'head':>7}{'casts':>7}"
+             f"{'model':<28}{'params':>9}{'B/tok/layer':>13}{'head B/tok':>12}{'layers':>8}{'head':>7}{'casts':>7}"
              f"{'static':>8}{'loss grad':>11}{'peak GiB':>10}"]
     for acc in accs:
         p = predict(acc, n_layers=n_layers, tokens=tokens, vocab_size=vocab_size)
-        lines.append(f"{LABELS.get(acc.model, acc.model):<16}{p['params'] / 1e6:>8.1f}M{p['per_layer_per_token']:>13,.0f}"
+        lines.append(f"{LABELS.get(acc.model, acc.model):<28}{p['params'] / 1e6:>8.1f}M{p['per_layer_per_token']:>13,.0f}"
                      f"{p['head_per_token']:>12,.0f}{p['layers']:>8.2f}{p['head']:>7.2f}{p['casts']:>7.2f}"
                      f"{p['static']:>8.2f}{p['loss_grad']:>11.2f}{p['peak']:>10.2f}")
     return "\n".join(lines)
