@@ -91,12 +91,19 @@ def make_step(name: str, *, d_model=32, n_layers=12, n_heads=2, vocab_size=256, 
     ids = torch.randint(0, vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(1))
     extra = {} if name == "llama" else {"check_inputs": False}   # as bench train
 
-    def step():
+    def step(phases=None):
+        """One step; adds the CPU seconds of forward, backward and optimizer to ``phases`` (a list of 3)."""
+        start = time.process_time()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             loss = model(ids, labels=ids, **extra).loss
+        forward = time.process_time()
         loss.backward()
+        backward = time.process_time()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if phases is not None:
+            for i, seconds in enumerate((forward - start, backward - forward, time.process_time() - backward)):
+                phases[i] += seconds
 
     return model, step
 
@@ -131,12 +138,14 @@ def measure(models, *, steps=10, repeats=5, warmup=3, **sizes) -> dict:
                               params=sum(p.numel() for p in model.parameters()), ms=[], **count_ops(step, launches))
         for _ in range(repeats):
             for name, (_, step) in built.items():
-                start = time.process_time()   # this process's CPU time: other work on a shared machine is not ours
+                phases = [0.0, 0.0, 0.0]   # this process's CPU time: other work on a shared machine is not ours
                 for _ in range(steps):
-                    step()
-                rows[name]["ms"].append(1e3 * (time.process_time() - start) / steps)
+                    step(phases)
+                rows[name]["ms"].append([1e3 * x / steps for x in phases])
     for row in rows.values():   # the least disturbed repeat: others' work only ever adds time
-        row["host_ms"], row["host_ms_median"] = min(row["ms"]), statistics.median(row["ms"])
+        totals = [sum(x) for x in row["ms"]]
+        row["host_ms"], row["host_ms_median"] = min(totals), statistics.median(totals)
+        row["forward_ms"], row["backward_ms"], row["optimizer_ms"] = row["ms"][totals.index(min(totals))]
     return dict(environment=dict(python=platform.python_version(), torch=torch.__version__,
                                  platform=platform.platform(), processor=platform.processor() or platform.machine(),
                                  threads=torch.get_num_threads()),
@@ -146,11 +155,12 @@ def measure(models, *, steps=10, repeats=5, warmup=3, **sizes) -> dict:
 def format_table(results: dict) -> str:
     rows = results["rows"]
     peer = next((r for r in rows if r["model"] == "llama"), None)
-    lines = [f"{'model':<27}{'host ms/step':>13}{'median':>8}{'× Llama':>9}{'kernel ops':>11}{'launches':>10}"
-             f"{'aten ops':>10}{'µs/op':>7}"]
+    lines = [f"{'model':<27}{'host ms/step':>13}{'median':>8}{'× Llama':>9}{'fwd':>7}{'bwd':>7}{'opt':>6}"
+             f"{'kernel ops':>11}{'launches':>10}{'aten ops':>10}{'µs/op':>7}"]
     for r in rows:
         ratio = f"{r['host_ms'] / peer['host_ms']:9.2f}" if peer else f"{'-':>9}"
-        lines.append(f"{r['label']:<27}{r['host_ms']:13.2f}{r['host_ms_median']:8.2f}{ratio}{r['kernel_ops']:11d}"
+        lines.append(f"{r['label']:<27}{r['host_ms']:13.2f}{r['host_ms_median']:8.2f}{ratio}{r['forward_ms']:7.2f}"
+                     f"{r['backward_ms']:7.2f}{r['optimizer_ms']:6.2f}{r['kernel_ops']:11d}"
                      f"{r['triton_launches']:10d}{r['aten_ops']:10d}"
                      f"{1e3 * r['host_ms'] / max(r['aten_ops'] + r['kernel_ops'], 1):7.1f}")
     return "\n".join(lines)
@@ -215,8 +225,8 @@ def main(argv=None) -> dict:
     results = measure(models, steps=args.steps, repeats=args.repeats, **sizes)
     print(HEADER.format(precision="bf16 autocast" if args.autocast else "float32", **results["environment"]))
     print(f"d_model {args.d_model}, {args.n_layers} layers, {args.n_heads} heads, {args.batch} × {args.seq_len} "
-          f"tokens; process CPU ms per step, fastest and median of {args.repeats} repeats × {args.steps} steps; "
-          f"µs/op = ms / (aten ops + kernel ops)\n")
+          f"tokens; process CPU ms per step, fastest and median of {args.repeats} repeats × {args.steps} steps "
+          f"(fwd/bwd/opt: the fastest's split); µs/op = ms / (aten ops + kernel ops)\n")
     print(format_table(results))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
