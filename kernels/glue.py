@@ -2,10 +2,12 @@
 
     short_conv_silu(x, weight, bias)          SiLU(causal depthwise conv of x')        twin: short_conv_silu_torch
     value_gate(gate_logits, x)                v = σ(x' W₁ W₂ + b) ⊙ x'                 twin: value_gate_torch
+    low_rank_value_gate(p, W₂, b, x)          the same from p = x' W₁, keeping p       (value_gate of the product)
     rms_norm(x, w, eps, out_dtype)            x / rms(x) ⊙ w (the pre-norms)           twin: rms_norm_torch
     rope(x, cos, sin)                         rotate-half RoPE from tables             twin: rope_torch
     gated_rmsnorm(o, xc, z, d, w, eps)        RMSNorm((o + d ⊙ x̃) ⊙ SiLU(z)) ⊙ w       twin: gated_rmsnorm_torch
     gate_linear(x, weight, bias)              x W_g|τᵀ + b in float32                  twin: gate_linear_torch
+    swiglu(g, u)                              SiLU(g) ⊙ u, the FFN's product           (plain PyTorch itself)
 
 The twins (``glue_torch.py``) are the same functions in plain PyTorch, written as ``rodimus_lab.model``'s
 modules compute them. Why fuse: in a bf16 training step of the reference modules each of these is
@@ -15,7 +17,10 @@ training"). Each fused program reads its bf16 activations once, computes in floa
 writes bf16; the backward recomputes what it needs (the conv pre-activation, SiLU(z)) instead of
 storing it. ``gate_linear`` is no Triton kernel: a bf16 tensor-core product with a float32 output
 (``torch.mm(..., out_dtype=torch.float32)``), so the gates still see float32 logits without the float32
-copy of x̃ and the FFMA product that switching autocast off costs.
+copy of x̃ and the FFMA product that switching autocast off costs. ``low_rank_value_gate`` and ``swiglu``
+are no new kernels either but memory savers for eager training: autograd Functions that keep a smaller
+tensor for the backward and recompute the bigger one (the gate logits, SiLU(g)) there with the same ops,
+so values and gradients are bit for bit those of the plain composition they replace.
 
 Each Triton op is a :class:`~rodimus_kernels.ops.KernelOp`: a ``torch.library`` custom op
 (``torch.ops.rodimus.*``, with autograd and fake functions) under ``torch.compile``, which treats it as an
@@ -33,9 +38,10 @@ from torch import Tensor
 
 from . import glue_torch
 from .dispatch import cdiv, sm_count, triton_module, use_triton
-from .ops import KernelOp
+from .ops import KernelOp, _recorded
 
-__all__ = ["short_conv_silu", "value_gate", "gated_rmsnorm", "gate_linear", "rms_norm", "rope"]
+__all__ = ["short_conv_silu", "value_gate", "low_rank_value_gate", "gated_rmsnorm", "gate_linear", "rms_norm", "rope",
+           "swiglu"]
 
 
 def _kernels():
@@ -187,6 +193,48 @@ def value_gate(gate_logits: Tensor, x: Tensor) -> Tensor:
     if not use_triton(x):
         return glue_torch.value_gate_torch(gate_logits, x)
     return _VALUE_GATE(gate_logits, x)
+
+
+class _LowRankValueGate(torch.autograd.Function):
+    """``value_gate(F.linear(p, weight, bias), x)`` keeping the low-rank product p [..., r] for the backward
+    instead of the logits [..., m] (m/r times smaller; p is kept by the first low-rank product anyway). The
+    backward rebuilds the logits with the same ``F.linear`` under the forward's autocast state and
+    differentiates it through autograd, so it runs the very ops (casts, product, their backwards) and the
+    same value-gate kernels the plain composition runs: values and gradients bit for bit the same."""
+
+    @staticmethod
+    def forward(ctx, p, weight, bias, x):
+        device = x.device.type
+        ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
+        ctx.save_for_backward(p, weight, bias, x)
+        return _recorded(_VALUE_GATE.name, _VALUE_GATE.forward)(F.linear(p, weight, bias), x)
+
+    @staticmethod
+    def backward(ctx, dv):
+        p, weight, bias, x = ctx.saved_tensors
+        device, dtype, enabled = ctx.autocast
+        leaves = [t.detach().requires_grad_(need) for t, need in zip((p, weight, bias), ctx.needs_input_grad)]
+        # cache_enabled=False: the weight's 16-bit copy is made for this product alone, as a cached one would be
+        with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled, cache_enabled=False):
+            logits = F.linear(*leaves)
+        dlogits, dx = _recorded(f"{_VALUE_GATE.name}_backward", _VALUE_GATE.backward)(dv, logits.detach(), x)
+        wanted = [t for t in leaves if t.requires_grad]
+        grads = iter(torch.autograd.grad(logits, wanted, dlogits) if wanted else ())
+        return (*(next(grads) if t.requires_grad else None for t in leaves), dx)
+
+
+def low_rank_value_gate(p: Tensor, weight: Tensor, bias: Tensor, x: Tensor) -> Tensor:
+    """σ(p Wᵀ + b) ⊙ x: the value gate after its low-rank product p [..., r], with the second product's
+    weight W [m, r] and bias b [m], x [..., m]; x's dtype. Equal, bit for bit, to
+    ``value_gate(F.linear(p, weight, bias), x)``, which is what it runs under torch.compile (the custom op)
+    and on the twins; eagerly on the kernels it keeps p instead of the logits for the backward (at the
+    bench's sizes 3,072 bytes less per token and layer: docs/benchmarks.md)."""
+    if weight.shape != (x.shape[-1], p.shape[-1]) or bias.shape != x.shape[-1:] or p.shape[:-1] != x.shape[:-1]:
+        raise ValueError(f"low_rank_value_gate takes p [..., r], weight [m, r], bias [m], x [..., m]; got p "
+                         f"{tuple(p.shape)}, weight {tuple(weight.shape)}, bias {tuple(bias.shape)}, x {tuple(x.shape)}")
+    if not use_triton(x) or torch.compiler.is_compiling():
+        return value_gate(F.linear(p, weight, bias), x)
+    return _LowRankValueGate.apply(p, weight, bias, x)
 
 
 # ------------------------------------------------- gated RMSNorm with the skip term
@@ -391,3 +439,32 @@ def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     if not use_triton(x):
         return glue_torch.rope_torch(x, cos, sin)
     return _ROPE(x, cos.float(), sin.float(), 1.0)
+
+
+# --------------------------------------------------------------------- SwiGLU product
+
+class _SwiGLU(torch.autograd.Function):
+    """SiLU(g) ⊙ u keeping g and u for the backward (chunks of the FFN's first product, kept by it anyway) but
+    not SiLU(g): the backward recomputes SiLU(g) with the same op and runs the ops autograd runs for
+    ``F.silu(g) * u`` (the product's ∂ · u and ∂ · SiLU(g), then ``aten.silu_backward``), so values and
+    gradients are bit for bit the plain expression's."""
+
+    @staticmethod
+    def forward(ctx, g, u):
+        ctx.save_for_backward(g, u)
+        return F.silu(g) * u
+
+    @staticmethod
+    def backward(ctx, dy):
+        g, u = ctx.saved_tensors
+        return torch.ops.aten.silu_backward(dy * u, g), dy * F.silu(g)
+
+
+def swiglu(g: Tensor, u: Tensor) -> Tensor:
+    """SiLU(g) ⊙ u (the SwiGLU FFN's product), equal bit for bit to ``F.silu(g) * u`` but saving one tensor
+    of g's size less for the backward (at the bench's sizes 2,048 bytes per token and layer:
+    docs/benchmarks.md). Plain PyTorch, any device; for eager runs (compiled graphs fuse and recompute the
+    plain expression themselves)."""
+    if g.shape != u.shape:
+        raise ValueError(f"swiglu takes g and u of one shape, got {tuple(g.shape)} and {tuple(u.shape)}")
+    return _SwiGLU.apply(g, u)

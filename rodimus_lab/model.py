@@ -181,8 +181,9 @@ class RodimusMixer(nn.Module):
 
     def _value(self, x_):
         """v = β̂ ⊙ x' with the low-rank value gate β̂ (the value is the pre-conv branch)."""
-        if _use_triton(self.config.backend, x_):
-            return _glue().value_gate(self.ch_gate_proj(x_), x_)
+        if _use_triton(self.config.backend, x_):   # the backward rebuilds the logits from the low-rank product
+            down, up = self.ch_gate_proj
+            return _glue().low_rank_value_gate(down(x_), up.weight, up.bias, x_)
         return torch.sigmoid(self.ch_gate_proj(x_)) * x_
 
     def forward(self, x, state: dict | None = None):
@@ -392,11 +393,14 @@ class SwiGLU(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        self.backend = config.backend
         self.fc = nn.Linear(config.d_model, 2 * config.ffn_dim, bias=False)
         self.out_proj = nn.Linear(config.ffn_dim, config.d_model, bias=False)
 
     def forward(self, x):
         u, g = self.fc(x).chunk(2, dim=-1)
+        if _fuse_eagerly(self.backend, g):   # the same product, its backward recomputes SiLU(g) instead of keeping it
+            return self.out_proj(_glue().swiglu(g, u))
         return self.out_proj(F.silu(g) * u)
 
 
