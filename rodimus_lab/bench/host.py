@@ -136,6 +136,8 @@ def measure(models, *, steps=10, repeats=5, warmup=3, **sizes) -> dict:
                 step()
             rows[name] = dict(model=name, label=train.LABELS[name],
                               params=sum(p.numel() for p in model.parameters()), ms=[], **count_ops(step, launches))
+            if name != "llama" and not rows[name]["triton_launches"]:   # else this would time the reference path
+                raise RuntimeError(f"{name} launched no Triton kernel: the kernel path was not taken")
         for _ in range(repeats):
             for name, (_, step) in built.items():
                 phases = [0.0, 0.0, 0.0]   # this process's CPU time: other work on a shared machine is not ours
