@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import gpu
 from rodimus_kernels import glue
 from rodimus_lab import ModelConfig
 from rodimus_lab.bench import memory
@@ -32,7 +33,7 @@ def run(module, forward, x, grad, mode):
     """forward(module, x) under ``mode``, then its backward with ``grad``: (output, x's grad, every
     parameter's grad by name)."""
     x = x.detach().clone().requires_grad_()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16-autocast"):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=mode == "bf16-autocast"):
         y = forward(module, x)
     y.backward(grad.to(y.dtype))
     return y, x.grad, {n: p.grad for n, p in module.named_parameters() if p.grad is not None}
@@ -47,13 +48,11 @@ def assert_bitwise_equal(new, old):
         assert dp1[name].dtype == dp0[name].dtype and torch.equal(dp1[name], dp0[name]), f"grad of {name} differs"
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("B, T", SHAPES)
-def test_swiglu_is_bitwise_the_plain_product(B, T, mode):
+def check_swiglu(B, T, mode, device="cpu", **sizes):
     torch.manual_seed(B * 100 + T)
-    ffn = SwiGLU(config())
-    x = torch.randn(B, T, 48)
-    grad = torch.randn(B, T, 48)
+    ffn = SwiGLU(config(**sizes)).to(device)
+    d = ffn.fc.in_features
+    x, grad = torch.randn(2, B, T, d, device=device).unbind(0)
 
     def plain(module, x):   # the formulation the fused path had before (and the reference backend keeps)
         u, g = module.fc(x).chunk(2, dim=-1)
@@ -64,6 +63,12 @@ def test_swiglu_is_bitwise_the_plain_product(B, T, mode):
     assert fused.call_count == 1   # the module took the recompute op
     ffn.zero_grad(set_to_none=True)
     assert_bitwise_equal(new, run(ffn, plain, x, grad, mode))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("B, T", SHAPES)
+def test_swiglu_is_bitwise_the_plain_product(B, T, mode):
+    check_swiglu(B, T, mode)
 
 
 def test_swiglu_extreme_gates_and_names_bad_shapes():
@@ -80,18 +85,14 @@ def test_swiglu_extreme_gates_and_names_bad_shapes():
         glue.swiglu(torch.randn(2, 4), torch.randn(2, 5))
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("B, T", SHAPES)
-@pytest.mark.parametrize("gate_scale", [1.0, 30.0])
-def test_low_rank_value_gate_is_bitwise_the_full_logits_path(B, T, mode, gate_scale):
+def check_value_gate(B, T, mode, gate_scale, device="cpu", **sizes):
     torch.manual_seed(B * 100 + T)
-    mixer = RodimusMixer(config())
+    mixer = RodimusMixer(config(**sizes)).to(device)
     with torch.no_grad():   # extreme gates: σ saturated at both ends
         mixer.ch_gate_proj[1].bias.normal_(0.0, gate_scale)
     m = mixer.config.d_inner
-    x = torch.randn(B, T, 2 * m)   # x' as the model has it: a chunk of the fc projection, strided rows
-    grad = torch.randn(B, T, m)
+    x = torch.randn(B, T, 2 * m, device=device)   # x' as the model has it: a chunk of the fc projection
+    grad = torch.randn(B, T, m, device=device)
 
     def value(module, x):
         return module._value(x.chunk(2, dim=-1)[0])
@@ -107,6 +108,14 @@ def test_low_rank_value_gate_is_bitwise_the_full_logits_path(B, T, mode, gate_sc
     old = run(mixer, full_logits, x, grad, mode)
     assert_bitwise_equal(new, old)
     assert set(new[2]) == {"ch_gate_proj.0.weight", "ch_gate_proj.1.weight", "ch_gate_proj.1.bias"}
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("B, T", SHAPES)
+@pytest.mark.parametrize("gate_scale", [1.0, 30.0])
+def test_low_rank_value_gate_is_bitwise_the_full_logits_path(B, T, mode, gate_scale):
+    check_value_gate(B, T, mode, gate_scale)
 
 
 def test_low_rank_value_gate_without_every_gradient_and_bad_shapes():
@@ -144,3 +153,16 @@ def test_bench_memory_counts_the_savings():
     # the FFN's own saves lost SiLU(g) (its product's inputs, chunks of fc's output, stay)
     ffn = {k: acc.by_module("activation")["layers.0.ffn"] / acc.tokens for k, acc in (("after", after), ("before", before))}
     assert ffn["before"] - ffn["after"] == 2 * cfg.ffn_dim, ffn
+
+
+# ----------------------------------------------------------------------------- GPU (bf16)
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("B, T", [(1, 1), (2, 2047)])
+def test_gpu_recompute_is_bitwise(B, T, mode):
+    """The same comparisons on CUDA at the bench's widths (d_model 768: d_inner 1536, rank 16, ffn 1024)."""
+    bench = dict(d_model=768, gate_rank=None, ffn_expand=None, n_heads=12)
+    check_swiglu(B, T, mode, "cuda", **bench)
+    check_value_gate(B, T, mode, 1.0, "cuda", **bench)
