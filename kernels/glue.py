@@ -197,7 +197,7 @@ def value_gate(gate_logits: Tensor, x: Tensor) -> Tensor:
 
 class _LowRankValueGate(torch.autograd.Function):
     """``value_gate(F.linear(p, weight, bias), x)`` keeping the low-rank product p [..., r] for the backward
-    instead of the logits [..., m] (m/r times smaller; p is kept by the first low-rank product anyway). The
+    instead of the logits [..., m] (m/r times smaller; the second product kept p before too). The
     backward rebuilds the logits with the same ``F.linear`` under the forward's autocast state and
     differentiates it through autograd, so it runs the very ops (casts, product, their backwards) and the
     same value-gate kernels the plain composition runs: values and gradients bit for bit the same."""
@@ -230,8 +230,9 @@ def low_rank_value_gate(p: Tensor, weight: Tensor, bias: Tensor, x: Tensor) -> T
     and on the twins; eagerly on the kernels it keeps p instead of the logits for the backward (at the
     bench's sizes 3,072 bytes less per token and layer: docs/benchmarks.md)."""
     if weight.shape != (x.shape[-1], p.shape[-1]) or bias.shape != x.shape[-1:] or p.shape[:-1] != x.shape[:-1]:
-        raise ValueError(f"low_rank_value_gate takes p [..., r], weight [m, r], bias [m], x [..., m]; got p "
-                         f"{tuple(p.shape)}, weight {tuple(weight.shape)}, bias {tuple(bias.shape)}, x {tuple(x.shape)}")
+        raise ValueError(f"low_rank_value_gate takes p [..., r], weight [m, r], bias [m], x [..., m]; got "
+                         f"p {tuple(p.shape)}, weight {tuple(weight.shape)}, bias {tuple(bias.shape)}, "
+                         f"x {tuple(x.shape)}")
     if not use_triton(x) or torch.compiler.is_compiling():
         return value_gate(F.linear(p, weight, bias), x)
     return _LowRankValueGate.apply(p, weight, bias, x)

@@ -148,10 +148,11 @@ def test_bench_memory_counts_the_savings():
     after = memory.measure("rodimus_plus", seq_len=64, batch=1, n_layers=1, **toy)
     with mock.patch.object(glue, "low_rank_value_gate", previous), mock.patch.object(glue, "swiglu", plain):
         before = memory.measure("rodimus_plus", seq_len=64, batch=1, n_layers=1, **toy)
-    per_token = {k: acc.layer_bytes(0, "activation") / acc.tokens for k, acc in (("after", after), ("before", before))}
+    runs = dict(after=after, before=before)
+    per_token = {k: acc.layer_bytes(0, "activation") / acc.tokens for k, acc in runs.items()}
     assert per_token["before"] - per_token["after"] == 2 * cfg.ffn_dim + 2 * cfg.d_inner, per_token
     # the FFN's own saves lost SiLU(g) (its product's inputs, chunks of fc's output, stay)
-    ffn = {k: acc.by_module("activation")["layers.0.ffn"] / acc.tokens for k, acc in (("after", after), ("before", before))}
+    ffn = {k: acc.by_module("activation")["layers.0.ffn"] / acc.tokens for k, acc in runs.items()}
     assert ffn["before"] - ffn["after"] == 2 * cfg.ffn_dim, ffn
 
 
