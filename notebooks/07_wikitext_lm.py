@@ -180,7 +180,8 @@ if sweep_files:
     print(f"{len(records)} runs from {[str(f.parent.name) for f in sweep_files]}; references without a state: {references}")
     sweep_figure = viz.compare_with_paper(series, viz.paper.FIG1A_PPL_VS_STATE_MB,
                                           x_title="recurrent-state memory (MB = 10⁶ bytes, log)",
-                                          y_title="validation perplexity (best evaluation)", title="6 · the GPU sweep")
+                                          y_title="validation perplexity (best evaluation)", title="6 · the GPU sweep",
+                                          side_by_side=True)
 else:
     sweep_figure = print("no docs/results/wikitext_state_memory*/results.jsonl yet: skipped")
 sweep_figure

@@ -511,10 +511,11 @@ def render(spec: SweepSpec, out_dir: str | os.PathLike, say=print) -> dict:
     paper = getattr(viz.paper, figure["paper"]) if figure.get("paper") else None
     fig = viz.compare_with_paper(series, paper, x_title=figure.get("x_title", FIGURE_X[figure["x"]]),
                                  y_title=figure.get("y_title", FIGURE_Y[figure["y"]][0]),
-                                 title=figure.get("title", spec.name))
+                                 title=figure.get("title", spec.name), side_by_side=figure.get("side_by_side", False))
+    ours_panel = {"row": 1, "col": 1} if figure.get("side_by_side") and paper else {}
     for family, y in references.items():
         fig.add_hline(y=y, line_dash="dot", annotation_text=f"{family} (ours, no fixed state)",
-                      annotation_position="bottom right")
+                      annotation_position="bottom right", **ours_panel)
     paths = {"html": out_dir / f"{spec.name}.html", "md": out_dir / f"{spec.name}.md"}
     fig.write_html(paths["html"], include_plotlyjs="cdn")
     paths["md"].write_text(_table(rows, figure))

@@ -200,6 +200,19 @@ def test_compare_with_paper_pairs_ours_and_paper():
         viz.compare_with_paper({"Rodimus": [1, 2, 3]}, x_title="n", y_title="acc")
 
 
+def test_compare_with_paper_side_by_side_gives_each_its_own_axes():
+    ours = {"Rodimus": [(0.03, 171.1), (0.52, 170.4)], "Mamba2-style gate in the Rodimus block": [(0.03, 176.7)]}
+    fig = viz.compare_with_paper(ours, viz.paper.FIG1A_PPL_VS_STATE_MB, x_title="MB", y_title="ppl", side_by_side=True)
+    axes = {t.name: (t.xaxis, t.yaxis) for t in fig.data}
+    assert axes["Rodimus (ours)"] == ("x", "y") and axes["Rodimus (paper)"] == ("x2", "y2")
+    assert all(a == ("x2", "y2") for name, a in axes.items() if name.endswith("(paper)"))
+    colour = {t.name: t.line.color for t in fig.data}
+    assert colour["Mamba2-style gate in the Rodimus block (ours)"] == colour["Mamba2 (paper)"]   # the model it stands for
+    assert fig.layout.xaxis.type == fig.layout.xaxis2.type == "log"
+    alone = viz.compare_with_paper(ours, x_title="MB", y_title="ppl", side_by_side=True)   # nothing to put beside
+    assert {t.xaxis for t in alone.data} == {None}
+
+
 # --------------------------------------------------------------------- architecture
 
 @pytest.mark.parametrize("block", ["rodimus", "rodimus_plus", "transformer"])

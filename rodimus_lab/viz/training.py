@@ -78,16 +78,20 @@ def _xy(series, where: str):
 
 
 def compare_with_paper(ours: dict, paper: dict | None = None, *, x_title: str, y_title: str,
-                       log_x: bool = True, title: str = "Ours beside the paper") -> go.Figure:
+                       log_x: bool = True, title: str = "Ours beside the paper", side_by_side: bool = False) -> go.Figure:
     """Our points (solid, filled markers) beside the paper's (dashed, open markers), one colour per model.
 
     ours, paper: {model name: [(x, y), ...]}; see :mod:`rodimus_lab.viz.paper` for the paper's.
+    side_by_side: ours and the paper's in two panels, each with its own y range — for results at another
+    scale (a perplexity of 170 beside the paper's 20 would flatten both sets of curves on one axis).
     """
     if not isinstance(ours, dict) or (paper is not None and not isinstance(paper, dict)):
         raise TypeError("ours and paper must be dicts {model name: [(x, y), ...]}")
     if not ours and not paper:
         raise ValueError("nothing to draw: ours and paper are both empty")
-    fig = go.Figure()
+    panels = side_by_side and bool(paper)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("ours", "the paper")) if panels else go.Figure()
+    at = lambda col: dict(row=1, col=col) if panels else {}
     colorway = TEMPLATE.layout.colorway
     names = list(dict.fromkeys([*ours, *(paper or {})]))
     for i, name in enumerate(names):
@@ -95,14 +99,17 @@ def compare_with_paper(ours: dict, paper: dict | None = None, *, x_title: str, y
         if name in ours:
             xs, ys = _xy(ours[name], f"ours[{name!r}]")
             fig.add_trace(go.Scatter(x=xs, y=ys, name=f"{name} (ours)", mode="lines+markers",
-                                     line=dict(color=color, width=2.5), marker=dict(size=9)))
+                                     line=dict(color=color, width=2.5), marker=dict(size=9)), **at(1))
         if paper and name in paper:
             xs, ys = _xy(paper[name], f"paper[{name!r}]")
             fig.add_trace(go.Scatter(x=xs, y=ys, name=f"{name} (paper)", mode="lines+markers",
                                      line=dict(color=color, dash="dash", width=1.5),
-                                     marker=dict(size=8, symbol="circle-open")))
-    fig.update_layout(template=TEMPLATE, title=title, height=460,
-                      xaxis=dict(title=x_title, type="log" if log_x else "linear"), yaxis=dict(title=y_title))
+                                     marker=dict(size=8, symbol="circle-open")), **at(2))
+    fig.update_layout(template=TEMPLATE, title=title, height=460)
+    if panels:   # the legend below the panels leaves each the width its axis title needs
+        fig.update_layout(height=640, width=1000, legend=dict(orientation="h", yanchor="top", y=-0.18))
+    fig.update_xaxes(title=x_title, type="log" if log_x else "linear")
+    fig.update_yaxes(title=y_title, **at(1))
     return fig
 
 
