@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# One GPU session's checks, in the order they are needed, each under its own time limit, every line of output
+# in $OUT/log as it comes (a device call that hits its limit returns nothing else), results copied to $OUT.
+#
+#   bash benchmarks/run_gpu_checks.sh tests     # every `gpu`-marked test (kernels, fused model, prefill, compile)
+#   bash benchmarks/run_gpu_checks.sh train     # bench train, eager, T = 2048 and 8192 (docs/benchmarks.md)
+#   bash benchmarks/run_gpu_checks.sh compiled  # bench train, compiled, T = 2048 (its own call: compiling takes minutes)
+#   bash benchmarks/run_gpu_checks.sh host      # bench host on this machine's CPU (the eager step's host work)
+#   bash benchmarks/run_gpu_checks.sh all       # tests, train, host
+#
+# Timings are only worth keeping from a quiet machine: the script prints what else runs on it first.
+# The paper sweeps have their own script, benchmarks/run_paper_sweeps.sh.
+set -uo pipefail
+what=${1:?usage: run_gpu_checks.sh tests|train|compiled|host|all}
+case $what in tests|train|compiled|host|all) ;;
+*) echo "unknown check $what: tests, train, compiled, host or all" >&2; exit 2 ;;
+esac
+export PYTHONUNBUFFERED=1 HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1
+if ! python3 -c "import rodimus_lab, rodimus_kernels" 2>/dev/null; then   # a copied tree, not installed
+    mkdir -p /tmp/pp && ln -sfn "$PWD/kernels" /tmp/pp/rodimus_kernels
+    export PYTHONPATH=$PWD:/tmp/pp${PYTHONPATH:+:$PYTHONPATH}
+fi
+out=${OUT:-runs/gpu_checks}
+mkdir -p "$out"
+commit=${RODIMUS_LAB_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+start=$(date +%s)
+say() { echo "[$(( $(date +%s) - start )) s] $*" | tee -a "$out/log"; }
+run() {   # run LIMIT_SECONDS COMMAND...: its output to the log as it comes; a hung step cannot take the rest
+    local limit=$1; shift
+    say "\$ $*"
+    timeout -k 15 "$limit" "$@" 2>&1 | grep --line-buffered -v '^W[0-9]\{4\} ' | tee -a "$out/log"
+    say "exit ${PIPESTATUS[0]}"
+}
+
+say "commit $commit on $(hostname)"
+ps aux --sort=-%cpu | head -6 | tee -a "$out/log"
+nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv | tee -a "$out/log"
+
+case $what in tests|all)
+    run 300 python3 -m pytest tests -m gpu -q -p no:cacheprovider -rs ;;
+esac
+case $what in train|all)
+    run 240 python3 -m rodimus_lab.bench.train --seq-lens 2048,8192 --modes eager \
+        --out "$out/train_h200_eager_$commit.json" ;;
+esac
+case $what in compiled)
+    run 540 python3 -m rodimus_lab.bench.train --seq-lens 2048 --modes compiled \
+        --out "$out/train_h200_compiled_$commit.json" ;;
+esac
+case $what in host|all)
+    run 120 python3 -m rodimus_lab.bench.host --out "$out/host_$commit.json" ;;
+esac
+say "done"
