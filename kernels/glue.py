@@ -53,12 +53,23 @@ def _programs(x: Tensor) -> int:
     return 4 * sm_count(x.device)
 
 
-def _rows(x: Tensor) -> Tensor:
-    """x [..., M] as [rows, M] with unit column stride, a view where possible (chunks stay in place)."""
+def _rows(x: Tensor) -> tuple[Tensor, int]:
+    """(x's rows, the stride between them) for a kernel that reads row r of x [..., M] at r · stride with unit
+    column stride: a view where possible (chunks stay in place). A contiguous x is passed as it is (its row
+    stride is M): the kernel reads only the pointer and the stride, and each reshape costs ~3 µs of host time
+    per call (``rodimus-lab bench host``), on every eager call of these ops."""
+    if x.is_contiguous():
+        return x, x.shape[-1]
     if x.stride(-1) != 1:
         x = x.contiguous()
     rows = x.reshape(-1, x.shape[-1])
-    return rows if rows.stride(-1) == 1 else rows.contiguous()
+    rows = rows if rows.stride(-1) == 1 else rows.contiguous()
+    return rows, rows.stride(0)
+
+
+def _row_count(x: Tensor) -> int:
+    """Rows of x [..., M], the grid of a row kernel (also when M = 0)."""
+    return x.shape[:-1].numel()
 
 
 def _block(m: int) -> int:
@@ -148,12 +159,12 @@ VALUE_BLOCK = 1024
 
 
 def _value_gate(gate_logits: Tensor, x: Tensor) -> Tensor:
-    lg, xr = _rows(gate_logits), _rows(x)
-    N, M = xr.shape
-    v = torch.empty(N, M, device=x.device, dtype=x.dtype)
-    _kernels().value_gate_fwd[(N, cdiv(M, VALUE_BLOCK))](lg, xr, v, M, lg.stride(0), xr.stride(0),
+    (lg, lg_stride), (xr, x_stride) = _rows(gate_logits), _rows(x)
+    N, M = _row_count(x), x.shape[-1]
+    v = torch.empty(x.shape, device=x.device, dtype=x.dtype)   # contiguous: rows at stride M
+    _kernels().value_gate_fwd[(N, cdiv(M, VALUE_BLOCK))](lg, xr, v, M, lg_stride, x_stride,
                                                            BM=VALUE_BLOCK, num_warps=4)
-    return v.view(x.shape)
+    return v
 
 
 def _value_gate_fake(gate_logits, x):
@@ -161,13 +172,13 @@ def _value_gate_fake(gate_logits, x):
 
 
 def _value_gate_backward(dv: Tensor, gate_logits: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    lg, xr, dvr = _rows(gate_logits), _rows(x), _rows(dv).contiguous()
-    N, M = xr.shape
-    dl = torch.empty(N, M, device=x.device, dtype=gate_logits.dtype)
-    dx = torch.empty(N, M, device=x.device, dtype=x.dtype)
-    _kernels().value_gate_bwd[(N, cdiv(M, VALUE_BLOCK))](lg, xr, dvr, dl, dx, M, lg.stride(0), xr.stride(0),
+    (lg, lg_stride), (xr, x_stride) = _rows(gate_logits), _rows(x)
+    N, M = _row_count(x), x.shape[-1]
+    dl = torch.empty(x.shape, device=x.device, dtype=gate_logits.dtype)
+    dx = torch.empty(x.shape, device=x.device, dtype=x.dtype)
+    _kernels().value_gate_bwd[(N, cdiv(M, VALUE_BLOCK))](lg, xr, dv.contiguous(), dl, dx, M, lg_stride, x_stride,
                                                            BM=VALUE_BLOCK, num_warps=4)
-    return dl.view(gate_logits.shape), dx.view(x.shape)
+    return dl, dx
 
 
 def _value_gate_backward_fake(dv, gate_logits, x):
@@ -242,15 +253,15 @@ def low_rank_value_gate(p: Tensor, weight: Tensor, bias: Tensor, x: Tensor) -> T
 
 def _gated_rmsnorm(o: Tensor, xc: Tensor, z: Tensor, residual_weight: Tensor, norm_weight: Tensor,
                    eps: float) -> tuple[Tensor, Tensor]:
-    orow, xrow, zrow = _rows(o), _rows(xc), _rows(z)
-    N, M = zrow.shape
-    y = torch.empty(N, M, device=z.device, dtype=z.dtype)
+    (orow, o_stride), (xrow, x_stride), (zrow, z_stride) = _rows(o), _rows(xc), _rows(z)
+    N, M = _row_count(z), z.shape[-1]
+    y = torch.empty(z.shape, device=z.device, dtype=z.dtype)
     rstd = torch.empty(N, device=z.device, dtype=torch.float32)
     if N:
         _kernels().gated_norm_fwd[(N,)](orow, xrow, zrow, residual_weight.contiguous(), norm_weight.contiguous(),
-                                        y, rstd, M, orow.stride(0), xrow.stride(0), zrow.stride(0), eps,
+                                        y, rstd, M, o_stride, x_stride, z_stride, eps,
                                         BM=_block(M), num_warps=8 if M > 1024 else 4)
-    return y.view(z.shape), rstd
+    return y, rstd
 
 
 def _gated_rmsnorm_fake(o, xc, z, residual_weight, norm_weight, eps):
@@ -259,18 +270,20 @@ def _gated_rmsnorm_fake(o, xc, z, residual_weight, norm_weight, eps):
 
 def _gated_rmsnorm_backward(dy: Tensor, o: Tensor, xc: Tensor, z: Tensor, residual_weight: Tensor,
                             norm_weight: Tensor, rstd: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    orow, xrow, zrow, dyrow = _rows(o), _rows(xc), _rows(z), _rows(dy).contiguous()
-    N, M = zrow.shape
+    (orow, o_stride), (xrow, x_stride), (zrow, z_stride) = _rows(o), _rows(xc), _rows(z)
+    N, M = _row_count(z), z.shape[-1]
     G = min(N, _programs(z))   # 0 rows: empty partials, zero sums
-    do, dxc, dz = (torch.empty(N, M, device=z.device, dtype=t.dtype) for t in (o, xc, z))
+    do = torch.empty(z.shape, device=z.device, dtype=o.dtype)
+    dxc = torch.empty(z.shape, device=z.device, dtype=xc.dtype)
+    dz = torch.empty(z.shape, device=z.device, dtype=z.dtype)
     dd_part = torch.empty(G, M, device=z.device, dtype=torch.float32)   # each program writes its row
     dw_part = torch.empty(G, M, device=z.device, dtype=torch.float32)
     if N:
         _kernels().gated_norm_bwd[(G,)](orow, xrow, zrow, residual_weight.contiguous(), norm_weight.contiguous(),
-                                        rstd, dyrow, do, dxc, dz, dd_part, dw_part, N, M,
-                                        orow.stride(0), xrow.stride(0), zrow.stride(0),
+                                        rstd, dy.contiguous(), do, dxc, dz, dd_part, dw_part, N, M,
+                                        o_stride, x_stride, z_stride,
                                         BM=_block(M), num_warps=8 if M > 1024 else 4)
-    return (do.view(o.shape), dxc.view(xc.shape), dz.view(z.shape),
+    return (do, dxc, dz,
             dd_part.sum(0).to(residual_weight.dtype), dw_part.sum(0).to(norm_weight.dtype))
 
 
@@ -340,14 +353,14 @@ def gate_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 # ------------------------------------------------------------------------ RMSNorm
 
 def _rms_norm(x: Tensor, weight: Tensor, eps: float, out_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    rows = _rows(x)
-    N, M = rows.shape
-    y = torch.empty(N, M, device=x.device, dtype=out_dtype)
+    rows, stride = _rows(x)
+    N, M = _row_count(x), x.shape[-1]
+    y = torch.empty(x.shape, device=x.device, dtype=out_dtype)
     rstd = torch.empty(N, device=x.device, dtype=torch.float32)
     if N:
-        _kernels().rms_norm_fwd[(N,)](rows, weight.contiguous(), y, rstd, M, rows.stride(0), eps,
+        _kernels().rms_norm_fwd[(N,)](rows, weight.contiguous(), y, rstd, M, stride, eps,
                                       BM=_block(M), num_warps=8 if M > 1024 else 4)
-    return y.view(x.shape), rstd
+    return y, rstd
 
 
 def _rms_norm_fake(x, weight, eps, out_dtype):
@@ -355,15 +368,15 @@ def _rms_norm_fake(x, weight, eps, out_dtype):
 
 
 def _rms_norm_backward(dy: Tensor, x: Tensor, weight: Tensor, rstd: Tensor) -> tuple[Tensor, Tensor]:
-    rows, dyrow = _rows(x), _rows(dy).contiguous()
-    N, M = rows.shape
+    rows, stride = _rows(x)
+    N, M = _row_count(x), x.shape[-1]
     G = min(N, _programs(x))   # 0 rows: empty partials, zero sums
-    dx = torch.empty(N, M, device=x.device, dtype=x.dtype)
+    dx = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     dw_part = torch.empty(G, M, device=x.device, dtype=torch.float32)   # each program writes its row
     if N:
-        _kernels().rms_norm_bwd[(G,)](rows, weight.contiguous(), rstd, dyrow, dx, dw_part, N, M, rows.stride(0),
+        _kernels().rms_norm_bwd[(G,)](rows, weight.contiguous(), rstd, dy.contiguous(), dx, dw_part, N, M, stride,
                                       BM=_block(M), num_warps=8 if M > 1024 else 4)
-    return dx.view(x.shape), dw_part.sum(0).to(weight.dtype)
+    return dx, dw_part.sum(0).to(weight.dtype)
 
 
 def _rms_norm_backward_fake(dy, x, weight, rstd):
