@@ -38,7 +38,7 @@ from torch import Tensor
 
 from . import glue_torch
 from .dispatch import cdiv, sm_count, triton_module, use_triton
-from .ops import KernelOp, _recorded
+from .ops import KernelOp
 
 __all__ = ["short_conv_silu", "value_gate", "low_rank_value_gate", "gated_rmsnorm", "gate_linear", "rms_norm", "rope",
            "swiglu"]
@@ -220,7 +220,7 @@ class _LowRankValueGate(torch.autograd.Function):
         device = x.device.type
         ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
         ctx.save_for_backward(p, weight, bias, x)
-        return _recorded(_VALUE_GATE.name, _VALUE_GATE.forward)(F.linear(p, weight, bias), x)
+        return _VALUE_GATE.run_forward(F.linear(p, weight, bias), x)
 
     @staticmethod
     def backward(ctx, dv):
@@ -230,7 +230,7 @@ class _LowRankValueGate(torch.autograd.Function):
         # cache_enabled=False: the weight's 16-bit copy is made for this product alone, as a cached one would be
         with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled, cache_enabled=False):
             logits = F.linear(*leaves)
-        dlogits, dx = _recorded(f"{_VALUE_GATE.name}_backward", _VALUE_GATE.backward)(dv, logits.detach(), x)
+        dlogits, dx = _VALUE_GATE.run_backward(dv, logits.detach(), x)
         wanted = [t for t in leaves if t.requires_grad]
         grads = iter(torch.autograd.grad(logits, wanted, dlogits) if wanted else ())
         return (*(next(grads) if t.requires_grad else None for t in leaves), dx)

@@ -35,6 +35,15 @@ class KernelOp:
     def _compiled_grad(self, ctx, *grads):
         return self.grad(ctx, self.backward_op, *grads)
 
+    def run_forward(self, *args):
+        """The forward launches, eagerly, named as the custom op while a profiler collects: for an
+        autograd Function that runs this op's launches but saves its own tensors (glue.low_rank_value_gate)."""
+        return _recorded(self.name, self.forward)(*args)
+
+    def run_backward(self, *args):
+        """The backward launches, eagerly, named ``<op>_backward`` while a profiler collects."""
+        return _recorded(f"{self.name}_backward", self.backward)(*args)
+
     def __call__(self, *args):
         if torch.compiler.is_compiling():
             return self.op(*args)
@@ -62,11 +71,11 @@ class _Eager(torch.autograd.Function):
     def forward(ctx, op: KernelOp, *args):
         ctx.set_materialize_grads(False)   # None for unused outputs, as the custom op's autograd gives
         ctx.kernel_op = op
-        output = _recorded(op.name, op.forward)(*args)
+        output = op.run_forward(*args)
         op.setup_context(ctx, args, output)
         return output
 
     @staticmethod
     def backward(ctx, *grads):
         op = ctx.kernel_op
-        return (None, *op.grad(ctx, _recorded(f"{op.name}_backward", op.backward), *grads))
+        return (None, *op.grad(ctx, op.run_backward, *grads))
