@@ -13,8 +13,9 @@
 # (it is also copied to $OUT when that is set) and commit it between calls. Points run in priority order:
 # every point at the first learning rate of the spec, then the second learning rate.
 # COMMIT (or $RODIMUS_LAB_COMMIT), when given, is recorded with each point instead of what git finds there.
-# Needs torch and triton (a CUDA machine), pyyaml, tqdm, safetensors, tokenizers; not plotly (render here:
-#   rodimus-lab sweep experiments/mqar_state_size.yaml --render --out docs/results/mqar_state_size).
+# Needs torch and triton (a CUDA machine), pyyaml, tqdm, safetensors, tokenizers and plotly (loading a spec
+# imports rodimus_lab.viz, whose package imports plotly); the figure is not drawn there (--no-figure): render
+# here with `rodimus-lab sweep experiments/mqar_state_size.yaml --render --out docs/results/mqar_state_size`.
 set -euo pipefail
 which=${1:?usage: run_paper_sweeps.sh mqar|wikitext BUDGET_SECONDS [COMMIT]}
 budget=${2:?usage: run_paper_sweeps.sh mqar|wikitext BUDGET_SECONDS [COMMIT]}
@@ -52,7 +53,7 @@ for only in "${passes[@]}"; do
     [ "$(left)" -gt 60 ] || break
     # shellcheck disable=SC2086  # the patterns of a pass are separate words
     python3 -m rodimus_lab.cli sweep "$spec" --device cuda --out "$out" --runs "/tmp/sweeps/$name" \
-        --budget "$(( $(left) - 20 ))" --progress false --workers "${WORKERS:-6}" --only $only "${extra[@]}"
+        --budget "$(( $(left) - 20 ))" --progress false --no-figure --workers "${WORKERS:-6}" --only $only "${extra[@]}"
     copy_back
 done
 python3 -m rodimus_lab.cli sweep "$spec" --list --out "$out" --runs "/tmp/sweeps/$name" "${extra[@]}"

@@ -34,6 +34,7 @@ workers share the results file (appends are locked) and split the CPU threads be
 
 from __future__ import annotations
 
+import argparse
 import copy
 import fcntl
 import fnmatch
@@ -548,6 +549,9 @@ def add_arguments(p) -> None:
     p.add_argument("--list", action="store_true", help="list the points and which are done; train nothing")
     p.add_argument("--render", action="store_true", help="draw the figure from OUT/results.jsonl; train nothing")
     p.add_argument("--progress", type=json.loads, default=True, metavar="true|false", help="progress bars")
+    p.add_argument("--figure", action=argparse.BooleanOptionalAction, default=True,
+                   help="draw the figure from the results after training (--no-figure: skip it, e.g. on a "
+                        "machine without plotly; --render draws it later)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="train N points at a time, each in its own process on the same device (small models "
                         "leave a GPU mostly idle: 4-6 finish a sweep several times sooner)")
@@ -569,7 +573,7 @@ def _overrides(args) -> dict:
 def _worker_command(args, out: Path, names: list[str]) -> list[str]:
     """This sweep's command for one worker: the same spec, folders, device, budget and overrides, its points."""
     cmd = [sys.executable, "-m", "rodimus_lab.cli", "sweep", args.spec, "--out", str(out), "--workers", "1",
-           "--progress", "false", "--only", *names]
+           "--progress", "false", "--no-figure", "--only", *names]   # the figure: once, by the parent
     for flag, value in (("--runs", args.runs), ("--device", args.device), ("--budget", args.budget),
                         ("--source", args.source)):
         if value is not None:
@@ -637,7 +641,7 @@ def main(args) -> int:
     else:
         run_sweep(spec, out, only=args.only, overrides=overrides, runs_dir=args.runs, device=args.device,
                   budget_s=args.budget, progress=args.progress)
-    if spec.figure and read_results(out):
+    if args.figure and spec.figure and read_results(out):
         try:
             render(spec, out)
         except ImportError as e:   # a bare GPU machine without plotly: render where it is installed

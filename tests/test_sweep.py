@@ -134,6 +134,7 @@ def test_workers_share_the_points_and_match_a_serial_sweep(tmp_path, capsys):
     assert main(args) == 0
     said = capsys.readouterr().out
     assert "3 points over 2 worker processes" in said and "[worker 0]" in said and "[worker 1]" in said
+    assert said.count("html: ") == 1   # the figure is drawn once, after the workers, not by each of them
     serial, parallel = lines(tmp_path / "serial"), lines(tmp_path / "parallel")
     assert sorted(r["point"] for r in parallel) == sorted(r["point"] for r in serial)   # each point once
     by_point = {r["point"]: comparable(r) for r in serial}
