@@ -5,15 +5,16 @@
 #   bash benchmarks/run_gpu_checks.sh tests     # every `gpu`-marked test (kernels, fused model, prefill, compile)
 #   bash benchmarks/run_gpu_checks.sh train     # bench train, eager, T = 2048 and 8192 (docs/benchmarks.md)
 #   bash benchmarks/run_gpu_checks.sh compiled  # bench train, compiled, T = 2048 (its own call: compiling takes minutes)
+#   bash benchmarks/run_gpu_checks.sh profile   # the top kernels of one eager step, Rodimus / Rodimus+ / Llama, T = 2048
 #   bash benchmarks/run_gpu_checks.sh host      # bench host on this machine's CPU (the eager step's host work)
-#   bash benchmarks/run_gpu_checks.sh all       # tests, train, host
+#   bash benchmarks/run_gpu_checks.sh all       # train, profile, tests (the timings first, on a quiet machine)
 #
 # Timings are only worth keeping from a quiet machine: the script prints what else runs on it first.
 # The paper sweeps have their own script, benchmarks/run_paper_sweeps.sh.
 set -uo pipefail
-what=${1:?usage: run_gpu_checks.sh tests|train|compiled|host|all}
-case $what in tests|train|compiled|host|all) ;;
-*) echo "unknown check $what: tests, train, compiled, host or all" >&2; exit 2 ;;
+what=${1:?usage: run_gpu_checks.sh tests|train|compiled|profile|host|all}
+case $what in tests|train|compiled|profile|host|all) ;;
+*) echo "unknown check $what: tests, train, compiled, profile, host or all" >&2; exit 2 ;;
 esac
 export PYTHONUNBUFFERED=1 HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1
 if ! python3 -c "import rodimus_lab, rodimus_kernels" 2>/dev/null; then   # a copied tree, not installed
@@ -36,18 +37,22 @@ say "commit $commit on $(hostname)"
 ps aux --sort=-%cpu | head -6 | tee -a "$out/log"
 nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv | tee -a "$out/log"
 
-case $what in tests|all)
-    run 300 python3 -m pytest tests -m gpu -q -p no:cacheprovider -rs ;;
-esac
 case $what in train|all)
     run 240 python3 -m rodimus_lab.bench.train --seq-lens 2048,8192 --modes eager \
         --out "$out/train_h200_eager_$commit.json" ;;
+esac
+case $what in profile|all)
+    run 150 python3 -m rodimus_lab.bench.train --models rodimus,rodimus_plus,llama --seq-lens 2048 --modes eager \
+        --steps 3 --profile --out "$out/profile_h200_eager_$commit.json" ;;
+esac
+case $what in tests|all)   # -v: each test's name and result reach the log as it finishes, even if the limit cuts the run
+    run "${TESTS_LIMIT:-300}" python3 -m pytest tests -m gpu -v -p no:cacheprovider -rs --tb=short ;;
 esac
 case $what in compiled)
     run 540 python3 -m rodimus_lab.bench.train --seq-lens 2048 --modes compiled \
         --out "$out/train_h200_compiled_$commit.json" ;;
 esac
-case $what in host|all)
+case $what in host)
     run 120 python3 -m rodimus_lab.bench.host --out "$out/host_$commit.json" ;;
 esac
 say "done"
