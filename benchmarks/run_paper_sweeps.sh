@@ -13,9 +13,9 @@
 # (it is also copied to $OUT when that is set) and commit it between calls. Points run in priority order:
 # every point at the first learning rate of the spec, then the second learning rate.
 # COMMIT (or $RODIMUS_LAB_COMMIT), when given, is recorded with each point instead of what git finds there.
-# Needs torch and triton (a CUDA machine), pyyaml, tqdm, safetensors, tokenizers and plotly (loading a spec
-# imports rodimus_lab.viz, whose package imports plotly); the figure is not drawn there (--no-figure): render
-# here with `rodimus-lab sweep experiments/mqar_state_size.yaml --render --out docs/results/mqar_state_size`.
+# Needs torch and triton (a CUDA machine), pyyaml, tqdm, safetensors and tokenizers; not plotly: the figure is
+# not drawn there (--no-figure): render where plotly is installed with
+# `rodimus-lab sweep experiments/mqar_state_size.yaml --render --out docs/results/mqar_state_size`.
 set -euo pipefail
 which=${1:?usage: run_paper_sweeps.sh mqar|wikitext BUDGET_SECONDS [COMMIT]}
 budget=${2:?usage: run_paper_sweeps.sh mqar|wikitext BUDGET_SECONDS [COMMIT]}

@@ -38,6 +38,7 @@ import torch
 
 from rodimus_lab import ModelConfig, RodimusLM, cache_bytes, seed_everything, viz
 from rodimus_lab.data.mqar import make_mqar_splits, mqar_preset, mqar_token_labels
+from rodimus_lab.paper import FIG1B_MQAR_VS_STATE_SIZE
 from rodimus_lab.train import Trainer, TrainConfig
 
 viz.use_notebook_renderer()
@@ -194,13 +195,13 @@ print("trained SW-SKA: weights only inside the window, rows sum to 1 ✓")
 # Fig. 1b (L = 1024, 256 pairs, larger models and budgets). Compare shapes, not heights — and only in full mode.
 
 # %%
-viz.compare_with_paper(results, viz.paper.FIG1B_MQAR_VS_STATE_SIZE, x_title="state size n (log)",
+viz.compare_with_paper(results, FIG1B_MQAR_VS_STATE_SIZE, x_title="state size n (log)",
                        y_title="MQAR accuracy (best evaluation)", title="6 · MQAR accuracy vs state size")
 
 # %%
 # check: the paper's points are the published ones (docs/equations.md §6), drawn unchanged
-assert viz.paper.FIG1B_MQAR_VS_STATE_SIZE["Rodimus+"][2] == (64, 0.91)
-assert viz.paper.FIG1B_MQAR_VS_STATE_SIZE["Rodimus"][-1] == (256, 0.82)
+assert FIG1B_MQAR_VS_STATE_SIZE["Rodimus+"][2] == (64, 0.91)
+assert FIG1B_MQAR_VS_STATE_SIZE["Rodimus"][-1] == (256, 0.82)
 print("paper reference points ✓")
 
 # %% [markdown]
@@ -218,7 +219,7 @@ if sweep_files:
     records = [json.loads(line) for f in sweep_files for line in f.read_text().splitlines() if line.strip()]
     series, references, _ = figure_series(records, {"x": "n", "y": "eval_accuracy"})
     print(f"{len(records)} runs from {[str(f.parent.name) for f in sweep_files]}; references without a state: {references}")
-    sweep_figure = viz.compare_with_paper(series, viz.paper.FIG1B_MQAR_VS_STATE_SIZE, x_title="state size n (log)",
+    sweep_figure = viz.compare_with_paper(series, FIG1B_MQAR_VS_STATE_SIZE, x_title="state size n (log)",
                                           y_title="MQAR accuracy (best evaluation)", title="7 · the GPU sweep")
 else:
     sweep_figure = print("no docs/results/mqar_state_size*/results.jsonl yet: skipped")

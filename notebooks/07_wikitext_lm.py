@@ -37,6 +37,7 @@ import torch
 
 from rodimus_lab import ModelConfig, RodimusLM, cache_bytes, seed_everything, viz
 from rodimus_lab.data.text import load_text_data
+from rodimus_lab.paper import FIG1A_PPL_VS_STATE_MB
 from rodimus_lab.train import Trainer, TrainConfig
 
 viz.use_notebook_renderer()
@@ -154,12 +155,12 @@ print({gate_names[g]: f"ppl {gate_ppl[(g, best_lr[g])]:.1f} at lr {best_lr[g]:g}
 # and in fast mode nothing at all (the fixture text is a few KB).
 
 # %%
-viz.compare_with_paper(ours, viz.paper.FIG1A_PPL_VS_STATE_MB, x_title="recurrent-state memory (MB = 10⁶ bytes, log)",
+viz.compare_with_paper(ours, FIG1A_PPL_VS_STATE_MB, x_title="recurrent-state memory (MB = 10⁶ bytes, log)",
                        y_title="validation perplexity (best evaluation)", title="5 · perplexity vs state memory")
 
 # %%
 # check: the paper's headline claim, read from its own points: Rodimus at the smallest state beats Mamba2 at the largest
-paper = viz.paper.FIG1A_PPL_VS_STATE_MB
+paper = FIG1A_PPL_VS_STATE_MB
 assert paper["Rodimus"][0][1] < min(ppl for _, ppl in paper["Mamba2"])
 print("paper: Rodimus (n = 8) < Mamba2 (n = 128) in perplexity ✓")
 
@@ -178,7 +179,7 @@ if sweep_files:
     records = [json.loads(line) for f in sweep_files for line in f.read_text().splitlines() if line.strip()]
     series, references, _ = figure_series(records, {"x": "state_mb", "y": "eval_ppl"})
     print(f"{len(records)} runs from {[str(f.parent.name) for f in sweep_files]}; references without a state: {references}")
-    sweep_figure = viz.compare_with_paper(series, viz.paper.FIG1A_PPL_VS_STATE_MB,
+    sweep_figure = viz.compare_with_paper(series, FIG1A_PPL_VS_STATE_MB,
                                           x_title="recurrent-state memory (MB = 10⁶ bytes, log)",
                                           y_title="validation perplexity (best evaluation)", title="6 · the GPU sweep",
                                           side_by_side=True)

@@ -56,6 +56,7 @@ from pathlib import Path
 import torch
 
 from . import RodimusLM, __version__, seed_everything
+from . import paper as paper_points
 from .checkpoint import CheckpointError, latest_checkpoint
 from .run_config import flag_value, resolve_configs
 from .config import ModelConfig
@@ -184,8 +185,7 @@ def spec_from_dict(d: dict, path: str | None = None) -> SweepSpec:
             raise ValueError(f"{where}: figure.y must be one of {sorted(FIGURE_Y)}, got {figure.get('y')!r}")
         paper = figure.get("paper")
         if paper is not None:
-            from .viz import paper as paper_points   # plotly-free module
-            if not hasattr(paper_points, paper):
+            if paper not in paper_points.__all__:
                 raise ValueError(f"{where}: figure.paper {paper!r} is not one of {paper_points.__all__}")
     spec = SweepSpec(name=d["name"], families=families, base=d.get("base", {}), grid=grid, figure=figure,
                      description=d.get("description", ""), path=path)
@@ -509,7 +509,7 @@ def render(spec: SweepSpec, out_dir: str | os.PathLike, say=print) -> dict:
     if not records:
         raise ValueError(f"no results to render in {out_dir / RESULTS}: run the sweep first")
     series, references, rows = figure_series(records, figure)
-    paper = getattr(viz.paper, figure["paper"]) if figure.get("paper") else None
+    paper = getattr(paper_points, figure["paper"]) if figure.get("paper") else None
     fig = viz.compare_with_paper(series, paper, x_title=figure.get("x_title", FIGURE_X[figure["x"]]),
                                  y_title=figure.get("y_title", FIGURE_Y[figure["y"]][0]),
                                  title=figure.get("title", spec.name), side_by_side=figure.get("side_by_side", False))

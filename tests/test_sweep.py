@@ -214,6 +214,20 @@ def test_shipped_specs_resolve(spec):
         sweep.ModelConfig.from_dict({**model_fields, "vocab_size": 8192})
 
 
+def test_listing_a_sweep_needs_no_plotly(tmp_path):
+    """A bare GPU machine (no plotly) loads and lists a sweep; only --render draws. ``sys.modules['plotly'] =
+    None`` makes every ``import plotly`` fail, as on such a machine; the last line catches an import of the
+    drawing code that an ``except ImportError`` would hide."""
+    spec = Path(__file__).parent.parent / "experiments" / "mqar_state_size.yaml"
+    code = ("import sys; sys.modules['plotly'] = None\n"
+            "from rodimus_lab.cli import main\n"
+            f"assert main(['sweep', {str(spec)!r}, '--list', '--out', {str(tmp_path)!r}]) == 0\n"
+            "assert 'rodimus_lab.viz' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "todo" in done.stdout
+
+
 def test_git_state_records_the_commit_it_is_told(monkeypatch):
     """A tree copied into an ignored folder of an older clone must not record that clone's HEAD."""
     monkeypatch.setenv("RODIMUS_LAB_COMMIT", "707453a")

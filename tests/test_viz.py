@@ -13,6 +13,7 @@ import torch
 from rodimus_lab import ModelConfig, RodimusLM, cache_bytes, viz
 from rodimus_lab.attention import attention
 from rodimus_lab.ddts import ddts_chunkwise, ddts_gates, ddts_parallel
+from rodimus_lab.paper import FIG1A_PPL_VS_STATE_MB, FIG1B_MQAR_VS_STATE_SIZE
 
 
 def heatmaps(fig):
@@ -191,7 +192,7 @@ def test_training_curves_from_jsonl_and_rows(tmp_path):
 
 def test_compare_with_paper_pairs_ours_and_paper():
     ours = {"Rodimus": [(32, 0.4), (16, 0.2)]}
-    fig = viz.compare_with_paper(ours, viz.paper.FIG1B_MQAR_VS_STATE_SIZE, x_title="n", y_title="accuracy")
+    fig = viz.compare_with_paper(ours, FIG1B_MQAR_VS_STATE_SIZE, x_title="n", y_title="accuracy")
     names = [t.name for t in fig.data]
     assert names[:2] == ["Rodimus (ours)", "Rodimus (paper)"] and "Mamba2 (paper)" in names
     assert list(fig.data[0].x) == [16, 32]                              # sorted by x
@@ -202,7 +203,7 @@ def test_compare_with_paper_pairs_ours_and_paper():
 
 def test_compare_with_paper_side_by_side_gives_each_its_own_axes():
     ours = {"Rodimus": [(0.03, 171.1), (0.52, 170.4)], "Mamba2-style gate in the Rodimus block": [(0.03, 176.7)]}
-    fig = viz.compare_with_paper(ours, viz.paper.FIG1A_PPL_VS_STATE_MB, x_title="MB", y_title="ppl", side_by_side=True)
+    fig = viz.compare_with_paper(ours, FIG1A_PPL_VS_STATE_MB, x_title="MB", y_title="ppl", side_by_side=True)
     axes = {t.name: (t.xaxis, t.yaxis) for t in fig.data}
     assert axes["Rodimus (ours)"] == ("x", "y") and axes["Rodimus (paper)"] == ("x2", "y2")
     assert all(a == ("x2", "y2") for name, a in axes.items() if name.endswith("(paper)"))

@@ -4,7 +4,6 @@ Every function takes tensors (or plain results) and returns a figure; nothing he
 changes a model. :func:`probe` collects what a model computed on one sequence.
 """
 
-from . import paper
 from .architecture import block_diagram
 from .benchmarks import benchmark_figure, markdown_tables, timing_columns
 from .attention_maps import attention_matrix, head_maps, layout_maps
@@ -18,7 +17,7 @@ from .style import use_notebook_renderer
 from .training import compare_with_paper, grouped_bars, read_metrics, training_curves
 
 __all__ = [
-    "paper", "block_diagram", "attention_matrix", "head_maps", "layout_maps", "memory_vs_context",
+    "block_diagram", "attention_matrix", "head_maps", "layout_maps", "memory_vs_context",
     "gate_family", "gate_heatmaps", "selection_curves", "write_keep_profile", "probe", "ProbeResult", "ddts_states",
     "effective_rank", "singular_values", "state_norms", "state_spectrum", "use_notebook_renderer",
     "compare_with_paper", "grouped_bars", "read_metrics", "training_curves", "benchmark_figure", "markdown_tables", "timing_columns",

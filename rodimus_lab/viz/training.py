@@ -81,7 +81,7 @@ def compare_with_paper(ours: dict, paper: dict | None = None, *, x_title: str, y
                        log_x: bool = True, title: str = "Ours beside the paper", side_by_side: bool = False) -> go.Figure:
     """Our points (solid, filled markers) beside the paper's (dashed, open markers), one colour per model.
 
-    ours, paper: {model name: [(x, y), ...]}; see :mod:`rodimus_lab.viz.paper` for the paper's.
+    ours, paper: {model name: [(x, y), ...]}; see :mod:`rodimus_lab.paper` for the paper's.
     side_by_side: ours and the paper's in two panels, each with its own y range — for results at another
     scale (a perplexity of 170 beside the paper's 20 would flatten both sets of curves on one axis).
     """

@@ -1,7 +1,8 @@
 """The paper's published points, to draw beside ours (read off its Fig. 1, ±2%; docs/equations.md §6).
 
 Each series is a list of (x, y) pairs. These are reference data for plots, not results of this
-repository: every figure that shows them labels them "paper".
+repository: every figure that shows them labels them "paper". Plain data, importing nothing, so a sweep
+spec that names a series (``figure.paper``) loads where plotly is not installed; ``viz`` draws them.
 """
 
 from __future__ import annotations
