@@ -7,9 +7,13 @@
 Every model trains in ONE process on the same footing: d_model 768, 12 layers, 12 heads, vocabulary
 16384 (flags change them), B·T = 16,384 tokens per step (B = tokens / T), the same random batch each
 step, bf16 autocast on CUDA (float32 on CPU), fused AdamW, 3 warm-up steps, then the mean of 6 timed
-steps (the device synchronised around each). Each row is one model at one T, eager or under
-``torch.compile`` (its first steps compile; they are in the warm-up). ``peak`` is the CUDA allocator's
-most allocated bytes during the timed steps (weights, gradients and optimizer state included).
+steps (the device synchronised around each). Each row is one model at one T in one mode: ``eager``;
+``compiled``, under ``torch.compile`` (its first steps compile; they are in the warm-up); ``graphed``, the
+whole step (forward, backward, fused AdamW with ``capturable=True``) replayed as one CUDA graph
+(``rodimus_lab.graphed``; captured in the warm-up's last step; CUDA only), which removes the host's launch
+work that bounds the eager steps. Every model runs in every mode asked for, the Llama peer included, and is
+compared with the peer of the same mode. ``peak`` is the CUDA allocator's most allocated bytes during the
+timed steps (weights, gradients and optimizer state included; in graphed mode the graph's memory pool).
 
 The outside peer is ``transformers``' LlamaForCausalLM with ``attn_implementation="sdpa"`` at the
 Transformer++'s sizes (same d, layers, heads, SwiGLU width, vocabulary; untied head), the baseline a
@@ -32,9 +36,11 @@ from pathlib import Path
 import torch
 
 from ..config import ModelConfig
+from ..graphed import GraphedStep
 from ..model import RodimusLM
 
 MODELS = ("rodimus", "rodimus_plus", "transformer", "llama")
+MODES = ("eager", "compiled", "graphed")
 LABELS = {"rodimus": "Rodimus", "rodimus_plus": "Rodimus+", "transformer": "Transformer++",
           "llama": "Llama (transformers, SDPA)"}
 
@@ -75,31 +81,42 @@ def _autocast(device):
     return contextlib.nullcontext()
 
 
-def measure(name: str, config: ModelConfig, seq_len: int, *, tokens=16384, compiled=False, device="cuda",
+def measure(name: str, config: ModelConfig, seq_len: int, *, tokens=16384, mode="eager", device="cuda",
             warmup=3, steps=6, profile=False, top=25) -> dict:
-    """Train ``name`` for warmup + steps steps; tokens/s over the timed ones, peak memory, losses."""
+    """Train ``name`` for warmup + steps steps in ``mode`` (one of MODES); tokens/s over the timed ones,
+    peak memory, losses."""
     device = torch.device(device)
+    if mode == "graphed" and warmup < 2:
+        raise ValueError("mode 'graphed' needs warmup >= 2: eager steps, then the capture, before the timed steps")
     batch = max(1, tokens // seq_len)
     torch.manual_seed(0)
     model = build(name, config).to(device)
     params = sum(p.numel() for p in model.parameters())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=device.type == "cuda")
-    forward = torch.compile(model) if compiled else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=device.type == "cuda",
+                                  capturable=mode == "graphed")
+    forward = torch.compile(model) if mode == "compiled" else model
     gen = torch.Generator(device=device).manual_seed(1)
     ids = torch.randint(0, config.vocab_size, (batch, seq_len), device=device, generator=gen)
 
     # the project's models skip their id-range check (a host sync the peer does not make)
     extra = {} if name == "llama" else {"check_inputs": False}
 
-    def step():
-        with _autocast(device):
-            loss = forward(ids, labels=ids, **extra).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
+    if mode == "graphed":   # the same step, captured in the warm-up's last call (eager steps before it)
+        graphed = GraphedStep(model, optimizer, warmup=warmup - 1)
 
-    row = dict(model=name, label=LABELS[name], seq_len=seq_len, batch=batch, compiled=compiled, params=params)
+        def step():
+            return graphed([(ids, ids)])[0][0]
+    else:
+        def step():
+            with _autocast(device):
+                loss = forward(ids, labels=ids, **extra).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return loss.detach()
+
+    row = dict(model=name, label=LABELS[name], seq_len=seq_len, batch=batch, mode=mode, compiled=mode == "compiled",
+               params=params)
     losses = []
     start = time.perf_counter()
     for _ in range(warmup):
@@ -158,10 +175,10 @@ def run(models=MODELS, seq_lens=(2048, 8192), *, modes=("eager", "compiled"), co
             for name in models:
                 config = model_config(name, backend=backend, **sizes)
                 try:
-                    row = measure(name, config, seq_len, tokens=tokens, compiled=mode == "compiled", device=device,
+                    row = measure(name, config, seq_len, tokens=tokens, mode=mode, device=device,
                                   warmup=warmup, steps=steps, profile=profile)
-                except Exception as e:   # noqa: BLE001 — a failing row is a result (OOM, compile error)
-                    row = dict(model=name, label=LABELS[name], seq_len=seq_len, compiled=mode == "compiled",
+                except Exception as e:   # noqa: BLE001 — a failing row is a result (OOM, compile or capture error)
+                    row = dict(model=name, label=LABELS[name], seq_len=seq_len, mode=mode, compiled=mode == "compiled",
                                error=f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
                     gc.collect()
                     if torch.device(device).type == "cuda":
@@ -187,9 +204,13 @@ def _environment(device: torch.device) -> dict:
     return env
 
 
+def row_mode(r: dict) -> str:
+    """A row's mode (results files from before the graphed mode have only ``compiled``)."""
+    return r.get("mode", "compiled" if r["compiled"] else "eager")
+
+
 def format_row(r: dict) -> str:
-    mode = "compiled" if r["compiled"] else "eager"
-    head = f"{r['label']:<27}{mode:<9}{r['seq_len']:>6}"
+    head = f"{r['label']:<27}{row_mode(r):<9}{r['seq_len']:>6}"
     if "error" in r:
         return f"{head}  {r['error']}"
     peak = f"{r['peak_gib']:9.2f}" if "peak_gib" in r else f"{'-':>9}"
@@ -202,12 +223,12 @@ def format_table(results: dict) -> str:
     lines = [f"{'model':<27}{'mode':<9}{'T':>6}{'params':>10}{'tokens/s':>11}{'ms/step':>9}{'peak GiB':>9}"
              f"{'warm s':>8}"]
     lines += [format_row(r) for r in results["rows"]]
-    ok = {(r["model"], r["seq_len"], r["compiled"]): r for r in results["rows"] if "error" not in r}
-    for (name, T, compiled), r in ok.items():
-        peer = ok.get(("llama", T, compiled))
+    ok = {(r["model"], r["seq_len"], row_mode(r)): r for r in results["rows"] if "error" not in r}
+    for (name, T, mode), r in ok.items():
+        peer = ok.get(("llama", T, mode))
         if peer is None or name == "llama":
             continue
-        line = (f"{LABELS[name]} {'compiled' if compiled else 'eager'} T={T}: "
+        line = (f"{LABELS[name]} {mode} T={T}: "
                 f"{r['tokens_per_s'] / peer['tokens_per_s']:.2f}x Llama's tokens/s")
         if "peak_gib" in r:
             line += f", {r['peak_gib'] / peer['peak_gib']:.2f}x its peak memory"
@@ -216,25 +237,32 @@ def format_table(results: dict) -> str:
 
 
 def figure(results: dict):
-    """Tokens/s and peak memory of every measured row, one group of bars per model (plotly)."""
-    import plotly.graph_objects as go
+    """Tokens/s and peak memory of every measured row: one group of bars per (T, mode), one colour per model
+    (the project's plot style; the Llama peer in the colour of published baselines)."""
     from plotly.subplots import make_subplots
 
+    from ..viz.style import COLORS, TEMPLATE
+
     rows = [r for r in results["rows"] if "error" not in r]
-    series = sorted({(r["seq_len"], r["compiled"]) for r in rows})
+    order = sorted({(r["seq_len"], MODES.index(row_mode(r))) for r in rows})
+    groups = {key: f"T={key[0]} {MODES[key[1]]}" for key in order}
     fig = make_subplots(rows=1, cols=2, subplot_titles=("training tokens / s (thousands)", "peak memory (GiB)"))
-    colors = ("#4C72B0", "#55A868", "#DD8452", "#8172B3", "#C44E52")
-    for (T, compiled), color in zip(series, colors * len(series)):
-        chosen = [r for r in rows if (r["seq_len"], r["compiled"]) == (T, compiled)]
-        name = f"T={T} {'compiled' if compiled else 'eager'}"
-        labels = [r["label"].replace(" (transformers, SDPA)", "-SDPA") for r in chosen]
-        fig.add_bar(x=labels, y=[r["tokens_per_s"] / 1e3 for r in chosen], name=name, legendgroup=name,
+    for name in MODELS:
+        chosen = sorted((r for r in rows if r["model"] == name), key=lambda r: (r["seq_len"], MODES.index(row_mode(r))))
+        if not chosen:
+            continue
+        x = [groups[(r["seq_len"], MODES.index(row_mode(r)))] for r in chosen]
+        label = LABELS[name].replace(" (transformers, SDPA)", "-SDPA")
+        color = COLORS.get(name, COLORS["paper"])
+        fig.add_bar(x=x, y=[r["tokens_per_s"] / 1e3 for r in chosen], name=label, legendgroup=name,
                     marker_color=color, row=1, col=1)
         if all("peak_gib" in r for r in chosen):
-            fig.add_bar(x=labels, y=[r["peak_gib"] for r in chosen], name=name, legendgroup=name, showlegend=False,
+            fig.add_bar(x=x, y=[r["peak_gib"] for r in chosen], name=label, legendgroup=name, showlegend=False,
                         marker_color=color, row=1, col=2)
+    for col in (1, 2):
+        fig.update_xaxes(categoryorder="array", categoryarray=list(groups.values()), row=1, col=col)
     env = results["environment"]
-    fig.update_layout(barmode="group", width=1100, height=420, template="plotly_white",
+    fig.update_layout(barmode="group", width=1100, height=420, template=TEMPLATE,
                       title=f"B·T = {results['tokens_per_step']} tokens per step, bf16 autocast, AdamW — "
                             f"{env.get('gpu', env['device'])}, torch {env['torch']}")
     return fig
@@ -244,7 +272,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="rodimus-lab bench train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, from %(default)s")
     parser.add_argument("--seq-lens", default="2048,8192", help="comma-separated sequence lengths T")
-    parser.add_argument("--modes", default="eager,compiled", help="eager, compiled or both (comma-separated)")
+    parser.add_argument("--modes", default="eager,compiled",
+                        help="comma-separated, from eager,compiled,graphed (graphed: the step as one CUDA graph)")
     parser.add_argument("--compiled-seq-lens", default=None,
                         help="the T of the compiled rows (default: every --seq-lens; each T compiles anew)")
     parser.add_argument("--tokens", type=int, default=16384, help="tokens per step (batch = tokens // T)")
@@ -265,8 +294,8 @@ def main(argv=None) -> dict:
     models, modes = args.models.split(","), args.modes.split(",")
     for bad in sorted(set(models) - set(MODELS)):
         parser.error(f"--models: unknown model {bad!r}; choose from {','.join(MODELS)}")
-    for bad in sorted(set(modes) - {"eager", "compiled"}):
-        parser.error(f"--modes: unknown mode {bad!r}; choose from eager,compiled")
+    for bad in sorted(set(modes) - set(MODES)):
+        parser.error(f"--modes: unknown mode {bad!r}; choose from {','.join(MODES)}")
     compiled_seq_lens = None if args.compiled_seq_lens is None else [int(T) for T in args.compiled_seq_lens.split(",")]
     out = Path(args.out or f"runs/bench/train_{torch.device(args.device).type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

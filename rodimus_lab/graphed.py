@@ -1,0 +1,191 @@
+"""A whole training step replayed as one CUDA graph: ``GraphedStep``.
+
+An eager training step of a small model is bound by the host: Python, autograd and the dispatcher
+issue thousands of kernels per step, and the GPU waits for them (docs/benchmarks.md, "Whole-model
+training": a Rodimus+ step at the bench's sizes is 70 ms of GPU work in a 113 ms step). A CUDA graph
+records the kernels of one step once and replays them with a single launch, so the host work is gone.
+
+    step = GraphedStep(model, torch.optim.AdamW(model.parameters(), lr=3e-4, fused=True, capturable=True),
+                       grad_clip=1.0)
+    for x, y in batches:
+        step.set_lr(schedule(i))                     # the lr is a device tensor the graph reads
+        loss, grad_norm = step([(x, y)])             # device tensors: read them when you log
+
+What is recorded is PyTorch's whole-network recipe (torch.cuda.graphs): the first ``warmup`` calls
+run eagerly on a side stream (Triton compiles and tunes its kernels, the optimizer makes its state),
+then one call captures forward under autocast, loss, backward, gradient clipping and the optimizer
+step, and replays it; every later call copies its batch into the captured input buffers and replays.
+Every call is one real training step, warm-up ones included, with the same numbers an eager loop
+computes.
+
+What a captured step must not do: read a device value on the host (``.item()``, ``float(t)``, a
+Python ``if`` on a tensor: the project's models skip their one such check, the id range, here), change
+shapes between steps, or build tensors on the CPU and copy them in. A step that does raises a
+RuntimeError at capture that says so. Parameters, gradients and optimizer state keep their storage from
+replay to replay; ``optimizer.load_state_dict`` (resuming a checkpoint) replaces the state, so the next
+call captures anew.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+
+import torch
+
+__all__ = ["GraphedStep", "lm_loss"]
+
+
+def lm_loss(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``model(inputs, labels=labels).loss``; a RodimusLM skips its id-range check (a host sync: the
+    caller checks ids before they reach the device, e.g. the Trainer on the CPU batch)."""
+    from .model import RodimusLM
+
+    extra = {"check_inputs": False} if isinstance(model, RodimusLM) else {}
+    return model(inputs, labels=labels, **extra).loss
+
+
+class GraphedStep:
+    """One training step — forward, loss, backward, clipping, optimizer step — as a CUDA graph.
+
+    ``model`` on a CUDA device; ``optimizer`` built with ``capturable=True`` (fused AdamW is the fast
+    one); ``loss_fn(model, inputs, labels) -> scalar loss`` (default :func:`lm_loss`); ``grad_clip``:
+    the max global gradient norm (0: no clipping; the norm is returned either way); ``autocast_dtype``:
+    the forward's autocast dtype (None: none); ``warmup``: eager steps before the capture (≥ 1).
+
+    A call takes the step's micro-batches, a sequence of ``(inputs, labels)`` pairs of one fixed shape,
+    on the CPU or the GPU; their gradients are averaged (loss / number of micro-batches, as gradient
+    accumulation does). It returns ``(losses, grad_norm)``: every micro-batch's loss [n] and the global
+    gradient norm before clipping, float32 device tensors of this step (copies: they stay valid after
+    the next call). Reading them on the host waits for the GPU; read them only when you log.
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 loss_fn: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = lm_loss, *,
+                 grad_clip: float = 0.0, autocast_dtype: torch.dtype | None = torch.bfloat16, warmup: int = 2):
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        devices = {p.device for p in model.parameters()} | {p.device for p in params}
+        if not torch.cuda.is_available() or any(d.type != "cuda" for d in devices) or len(devices) != 1:
+            raise ValueError(
+                f"GraphedStep records CUDA graphs: the model and the optimizer's parameters must be on one CUDA "
+                f"device, found {sorted(map(str, devices))}"
+                + ("" if torch.cuda.is_available() else " (torch sees no CUDA device)")
+                + ". Train eagerly instead (TrainConfig.cuda_graphs = False, bench mode 'eager').")
+        if not all(group.get("capturable", False) for group in optimizer.param_groups):
+            raise ValueError(
+                f"the optimizer ({type(optimizer).__name__}) must be built with capturable=True: otherwise its step "
+                "counts on the CPU, which a CUDA graph cannot replay. E.g. torch.optim.AdamW(params, lr=..., "
+                "fused=True, capturable=True)")
+        if warmup < 1 or grad_clip < 0:
+            raise ValueError(f"GraphedStep needs warmup >= 1 and grad_clip >= 0, got warmup={warmup}, "
+                             f"grad_clip={grad_clip}")
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.params = params
+        self.grad_clip, self.autocast_dtype, self.warmup = grad_clip, autocast_dtype, warmup
+        self.device = next(iter(devices))
+        # The lr as a device tensor per group, read by the optimizer step in the graph: set_lr changes it
+        # between replays (a Python float would be baked into the recorded kernels).
+        self._lrs = []
+        for group in optimizer.param_groups:
+            lr = group["lr"]
+            if not isinstance(lr, torch.Tensor):
+                lr = torch.tensor(float(lr), dtype=torch.float32, device=self.device)
+            group["lr"] = lr
+            self._lrs.append(lr)
+        optimizer.register_state_dict_post_hook(_plain_lrs)
+        optimizer.register_load_state_dict_post_hook(self._after_load)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.calls = 0
+        self._inputs: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of every param group from the next step on (no host sync)."""
+        for t in self._lrs:
+            t.fill_(lr)
+
+    def __call__(self, micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]]):
+        self._copy_in(micro_batches)
+        self.calls += 1
+        if self.graph is None and self.calls <= self.warmup:   # eager, on a side stream (the recipe's warm-up)
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                self.optimizer.zero_grad(set_to_none=True)
+                out = self._step()
+                out = tuple(t.clone() for t in out)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            return out
+        if self.graph is None:
+            self._capture()
+        self.graph.replay()
+        return self._losses.clone(), self._grad_norm.clone()
+
+    # ------------------------------------------------------------------ inside
+    def _copy_in(self, micro_batches) -> None:
+        """The batch into the input buffers the graph reads (allocated on the first call)."""
+        pairs = [(x, y) for x, y in micro_batches]
+        if not self._inputs:
+            if not pairs:
+                raise ValueError("GraphedStep needs at least one (inputs, labels) micro-batch")
+            self._inputs = [torch.empty_like(x, device=self.device) for x, _ in pairs]
+            self._labels = [torch.empty_like(y, device=self.device) for _, y in pairs]
+        shapes = [(tuple(x.shape), x.dtype, tuple(y.shape), y.dtype) for x, y in pairs]
+        held = [(tuple(x.shape), x.dtype, tuple(y.shape), y.dtype) for x, y in zip(self._inputs, self._labels)]
+        if shapes != held:
+            raise ValueError(f"a CUDA graph replays fixed shapes: this step's micro-batches are {shapes}, the "
+                             f"captured ones {held}. Give every step the same number and shape of micro-batches "
+                             "(drop a last, smaller batch), or train eagerly.")
+        for buffers, tensors in ((self._inputs, [x for x, _ in pairs]), (self._labels, [y for _, y in pairs])):
+            for buffer, t in zip(buffers, tensors):
+                if t.device.type == "cpu" and not t.is_pinned():
+                    t = t.pin_memory()   # an asynchronous copy needs page-locked memory
+                buffer.copy_(t, non_blocking=True)
+
+    def _step(self):
+        """The recorded work: every micro-batch forward and backward, then clipping and the optimizer step.
+        Returns (losses [n] float32, grad norm), device tensors."""
+        n = len(self._inputs)
+        losses = []
+        for x, y in zip(self._inputs, self._labels):
+            autocast = (torch.autocast("cuda", dtype=self.autocast_dtype) if self.autocast_dtype is not None
+                        else contextlib.nullcontext())
+            with autocast:
+                loss = self.loss_fn(self.model, x, y)
+            (loss / n if n > 1 else loss).backward()
+            losses.append(loss.detach().float())
+        max_norm = self.grad_clip if self.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        self.optimizer.step()
+        return torch.stack(losses), grad_norm.float()
+
+    def _capture(self) -> None:
+        torch.cuda.synchronize(self.device)
+        self.optimizer.zero_grad(set_to_none=True)   # the captured backward allocates the gradients it replays into
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self._losses, self._grad_norm = self._step()
+        except RuntimeError as e:
+            raise RuntimeError(
+                "the training step could not be captured as a CUDA graph: something in it waits for the GPU "
+                "(.item(), float(tensor), a Python branch on a tensor's value, a CPU tensor copied in) or "
+                "changes from step to step. Train eagerly (TrainConfig.cuda_graphs = False, bench mode "
+                f"'eager'), or remove that work from the step (a RodimusLM: check_inputs=False). Capture said: {e}"
+            ) from e
+        self.graph = graph
+
+    def _after_load(self, optimizer) -> None:
+        """load_state_dict replaced the param groups and the state: lr tensors back, and capture anew."""
+        for group, lr in zip(optimizer.param_groups, self._lrs):
+            lr.fill_(float(group["lr"]))
+            group["lr"] = lr
+        self.graph = None
+
+
+def _plain_lrs(optimizer, state_dict: dict) -> dict:
+    """Checkpoints store the lr as a number (param groups are written as JSON)."""
+    for group in state_dict["param_groups"]:
+        if isinstance(group.get("lr"), torch.Tensor):
+            group["lr"] = float(group["lr"])
+    return state_dict
