@@ -309,7 +309,8 @@ def _ddts_backward_fake(do, dfinal, q, k, v, g_logits, tau_logits, qg, kg, gc, A
 def _setup_context(ctx, inputs, output):
     q, k, v, g_logits, tau_logits, initial_state, cu_seqlens, ctx.scale, _ = inputs
     _, _, qg, kg, gc, A = output
-    # the backward re-walks from the initial state: a copy, since callers overwrite theirs in place (prefill)
+    # the backward re-walks from the initial state: a copy, since callers overwrite theirs in place (prefill);
+    # only when a backward can follow (KernelOp calls this then only), so a no-grad prefill copies nothing
     h0 = None if initial_state is None else initial_state.detach().clone()
     ctx.save_for_backward(q, k, v, g_logits, tau_logits, qg, kg, gc, A, h0, cu_seqlens)
     ctx.h0_dtype = None if initial_state is None else initial_state.dtype

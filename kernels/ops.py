@@ -20,7 +20,9 @@ class KernelOp:
     """``forward(*args)`` → tensor or tuple of tensors; ``setup_context(ctx, args, output)`` saves what
     ``grad(ctx, backward, *output_grads)`` needs, which returns one gradient (or None) per argument and
     calls ``backward`` (the plain function eagerly, its custom op under compilation). Output gradients
-    are None where an output was not used. ``fake`` and ``backward_fake`` give the output shapes."""
+    are None where an output was not used. ``fake`` and ``backward_fake`` give the output shapes.
+    ``setup_context`` runs only when a backward can follow (grad enabled and an input requiring grad),
+    eagerly as under compilation, so a copy it makes for the backward costs nothing in inference."""
 
     def __init__(self, name: str, forward, backward, *, setup_context, grad, fake, backward_fake):
         self.name = f"rodimus::{name}"   # the custom op's name; profiled eager calls are recorded under it too
@@ -47,7 +49,12 @@ class KernelOp:
     def __call__(self, *args):
         if torch.compiler.is_compiling():
             return self.op(*args)
-        return _Eager.apply(self, *args)
+        if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+            return _Eager.apply(self, *args)
+        # No backward can follow (no_grad, or nothing requires grad): the launches alone, as the custom op's
+        # autograd does, so setup_context runs only when its saved tensors will be used (an autograd.Function
+        # cannot tell: grad mode is off inside its forward and ctx.needs_input_grad ignores no_grad).
+        return self.run_forward(*args)
 
 
 def _recorded(name: str, function):
