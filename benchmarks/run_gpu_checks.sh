@@ -7,14 +7,16 @@
 #   bash benchmarks/run_gpu_checks.sh compiled  # bench train, compiled, T = 2048 (its own call: compiling takes minutes)
 #   bash benchmarks/run_gpu_checks.sh profile   # the top kernels of one eager step, Rodimus / Rodimus+ / Llama, T = 2048
 #   bash benchmarks/run_gpu_checks.sh host      # bench host on this machine's CPU (the eager step's host work)
+#   bash benchmarks/run_gpu_checks.sh graphed   # the CUDA-graph step's gpu tests, then bench train eager + graphed,
+#                                               # T = 2048 and 8192 (about 4 minutes)
 #   bash benchmarks/run_gpu_checks.sh all       # train, profile, tests (the timings first, on a quiet machine)
 #
 # Timings are only worth keeping from a quiet machine: the script prints what else runs on it first.
 # The paper sweeps have their own script, benchmarks/run_paper_sweeps.sh.
 set -uo pipefail
-what=${1:?usage: run_gpu_checks.sh tests|train|compiled|profile|host|all}
-case $what in tests|train|compiled|profile|host|all) ;;
-*) echo "unknown check $what: tests, train, compiled, profile, host or all" >&2; exit 2 ;;
+what=${1:?usage: run_gpu_checks.sh tests|train|compiled|profile|host|graphed|all}
+case $what in tests|train|compiled|profile|host|graphed|all) ;;
+*) echo "unknown check $what: tests, train, compiled, profile, host, graphed or all" >&2; exit 2 ;;
 esac
 export PYTHONUNBUFFERED=1 HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1
 if ! python3 -c "import rodimus_lab, rodimus_kernels" 2>/dev/null; then   # a copied tree, not installed
@@ -51,6 +53,11 @@ esac
 case $what in compiled)
     run 540 python3 -m rodimus_lab.bench.train --seq-lens 2048 --modes compiled \
         --out "$out/train_h200_compiled_$commit.json" ;;
+esac
+case $what in graphed)
+    run 90 python3 -m pytest tests/test_graphed.py -m gpu -v -p no:cacheprovider -rs --tb=short
+    run 140 python3 -m rodimus_lab.bench.train --seq-lens 2048,8192 --modes eager,graphed \
+        --out "$out/train_h200_graphed_$commit.json" ;;
 esac
 case $what in host)
     run 120 python3 -m rodimus_lab.bench.host --out "$out/host_$commit.json" ;;

@@ -63,6 +63,11 @@ class GraphedStep:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  loss_fn: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = lm_loss, *,
                  grad_clip: float = 0.0, autocast_dtype: torch.dtype | None = torch.bfloat16, warmup: int = 2):
+        if not all(group.get("capturable", False) for group in optimizer.param_groups):
+            raise ValueError(
+                f"the optimizer ({type(optimizer).__name__}) must be built with capturable=True: otherwise its step "
+                "counts on the CPU, which a CUDA graph cannot replay. E.g. torch.optim.AdamW(params, lr=..., "
+                "fused=True, capturable=True)")
         params = [p for group in optimizer.param_groups for p in group["params"]]
         devices = {p.device for p in model.parameters()} | {p.device for p in params}
         if not torch.cuda.is_available() or any(d.type != "cuda" for d in devices) or len(devices) != 1:
@@ -71,11 +76,6 @@ class GraphedStep:
                 f"device, found {sorted(map(str, devices))}"
                 + ("" if torch.cuda.is_available() else " (torch sees no CUDA device)")
                 + ". Train eagerly instead (TrainConfig.cuda_graphs = False, bench mode 'eager').")
-        if not all(group.get("capturable", False) for group in optimizer.param_groups):
-            raise ValueError(
-                f"the optimizer ({type(optimizer).__name__}) must be built with capturable=True: otherwise its step "
-                "counts on the CPU, which a CUDA graph cannot replay. E.g. torch.optim.AdamW(params, lr=..., "
-                "fused=True, capturable=True)")
         if warmup < 1 or grad_clip < 0:
             raise ValueError(f"GraphedStep needs warmup >= 1 and grad_clip >= 0, got warmup={warmup}, "
                              f"grad_clip={grad_clip}")
@@ -92,7 +92,8 @@ class GraphedStep:
                 lr = torch.tensor(float(lr), dtype=torch.float32, device=self.device)
             group["lr"] = lr
             self._lrs.append(lr)
-        optimizer.register_state_dict_post_hook(_plain_lrs)
+        self._flags = [{k: group.get(k) for k in _STEP_FLAGS} for group in optimizer.param_groups]
+        optimizer.register_state_dict_post_hook(_portable)
         optimizer.register_load_state_dict_post_hook(self._after_load)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.calls = 0
@@ -176,16 +177,29 @@ class GraphedStep:
         self.graph = graph
 
     def _after_load(self, optimizer) -> None:
-        """load_state_dict replaced the param groups and the state: lr tensors back, and capture anew."""
-        for group, lr in zip(optimizer.param_groups, self._lrs):
+        """load_state_dict replaced the param groups (with the saved ones: a plain lr, the saved run's
+        implementation flags) and the state: this step's lr tensors, flags and device step counts back,
+        and the next call captures anew (the recorded graph reads the replaced state)."""
+        for group, lr, flags in zip(optimizer.param_groups, self._lrs, self._flags):
             lr.fill_(float(group["lr"]))
             group["lr"] = lr
+            group.update(flags)
+            for p in group["params"]:
+                state = optimizer.state.get(p, {})
+                if isinstance(state.get("step"), torch.Tensor):
+                    state["step"] = state["step"].to(device=self.device, dtype=torch.float32)
         self.graph = None
 
 
-def _plain_lrs(optimizer, state_dict: dict) -> dict:
-    """Checkpoints store the lr as a number (param groups are written as JSON)."""
+# How the optimizer step runs, not what it computes: a saved state says the plain defaults, so a checkpoint
+# of a graphed run resumes eagerly (also on a CPU) and the other way round.
+_STEP_FLAGS = ("capturable", "fused", "foreach")
+
+
+def _portable(optimizer, state_dict: dict) -> dict:
+    """The lr as a number (checkpoints write param groups as JSON), the step flags at their defaults."""
     for group in state_dict["param_groups"]:
         if isinstance(group.get("lr"), torch.Tensor):
             group["lr"] = float(group["lr"])
+        group.update(capturable=False, fused=None, foreach=None)
     return state_dict

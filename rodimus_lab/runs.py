@@ -26,8 +26,9 @@ from .train import Callback, TrainConfig, Trainer
 
 __all__ = ["ExampleSlice", "RunResult", "RunCache", "run_key", "train_run"]
 
-# Fields that change how a run is shown or where it writes, not what it computes.
-_NOT_HASHED = ("progress", "out_dir", "device", "checkpoint_every", "keep_last")
+# Fields that change how a run is shown or where it writes, not what it computes (cuda_graphs: the same step,
+# replayed; like the device, it moves the numbers by rounding only).
+_NOT_HASHED = ("progress", "out_dir", "device", "checkpoint_every", "keep_last", "log_every", "cuda_graphs")
 
 
 class ExampleSlice:

@@ -334,8 +334,8 @@ def _same_run(run_dir: Path, trainer: Trainer) -> bool:
         return False
 
 
-# fields that may differ between the calls of one sweep (where it runs, not what it trains)
-_RUN_ONLY = {"train": {"device", "progress", "out_dir"}, "data": {"data_dir"}}
+# fields that may differ between the calls of one sweep (where and how it runs, not what it trains)
+_RUN_ONLY = {"train": {"device", "progress", "out_dir", "log_every", "cuda_graphs"}, "data": {"data_dir"}}
 
 
 def _comparable(point: Point, vocab_size: int) -> dict:

@@ -15,6 +15,13 @@ with any number of processes.
 Callbacks receive ``(metrics, trainer)``: ``on_step`` after every optimizer step, ``on_eval``
 after every evaluation, ``on_end`` once with the final summary. Set ``trainer.should_stop`` to
 end training early.
+
+The host does not wait for the device inside a step: a step's loss and gradient norm stay on the
+device until they are read, once for all steps since the last read, every ``log_every`` steps (and
+before an evaluation, a checkpoint and the end). Each step is still logged with its own numbers;
+with ``log_every`` > 1 its row, its ``on_step`` call and the divergence check come at the read.
+Batches go to a GPU from page-locked memory, asynchronously. ``cuda_graphs`` replays the whole step
+as one CUDA graph (``rodimus_lab.graphed``), which removes the host's launch work from every step.
 """
 
 from __future__ import annotations
@@ -33,10 +40,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import distributed
-from .config import BOOL, Allowed, DictConfig, int_from, number_above, number_from, number_in, one_of, setting
+from .config import (BOOL, Allowed, ConfigError, DictConfig, int_from, number_above, number_from, number_in, one_of,
+                     setting)
 from .checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .data.mqar import IGNORE, MQARSplit
 from .files import atomic_write
+from .graphed import GraphedStep
+from .model import RodimusLM
 
 __all__ = ["TrainConfig", "Trainer", "Callback", "AccuracyCheck", "TrainingDiverged", "RunFolderError", "evaluate",
            "param_groups", "no_weight_decay", "resolve_device", "run_files", "clear_run_folder"]
@@ -111,9 +121,17 @@ class TrainConfig(DictConfig):
     out_dir: str | None = setting(None, "the run folder: config.json, metrics.jsonl, checkpoints/; None: write nothing",
                                   Allowed("None or a folder path", lambda v: v is None or isinstance(v, str)))
     progress: bool = setting(True, "show a progress bar", BOOL)
+    log_every: int = setting(1, "steps between reads of the training loss and gradient norm on the host (each read "
+                             "waits for the device); every step is still logged, with its own values, at the read",
+                             int_from(1))
+    cuda_graphs: bool = setting(False, "replay the whole training step as one CUDA graph (CUDA only, one process, "
+                                "fixed batch shapes; fused AdamW): removes the host's launch work, which bounds "
+                                "small models' steps", BOOL)
 
     def check(self) -> None:
         self.need("batch_size", self.batch_size % self.grad_accum == 0, f"a multiple of grad_accum = {self.grad_accum}")
+        self.need("cuda_graphs", not (self.cuda_graphs and self.device == "cpu"),
+                  "False with device 'cpu' (CUDA graphs need a CUDA device)")
 
     def lr_at(self, step: int) -> float:
         """Linear warmup to ``lr``, then a cosine down to ``lr · min_lr_ratio`` at ``max_steps``."""
@@ -146,7 +164,7 @@ class AccuracyCheck(Callback):
         self.data, self.target, self.every = data, target, every
 
     def on_step(self, metrics, trainer):
-        if trainer.step % self.every:
+        if metrics["step"] % self.every:   # the step read (with TrainConfig.log_every > 1 the trainer may be ahead)
             return
         c = trainer.config
         result = evaluate(trainer.model, self.data, batch_size=c.eval_batch_size, device=trainer.device,
@@ -179,10 +197,13 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": keep, "weight_decay": 0.0, "name": "no_decay"}]
 
 
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    return torch.bfloat16 if precision == "bf16" or (precision == "auto" and device.type == "cuda") else None
+
+
 def _autocast(precision: str, device: torch.device):
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    dtype = _autocast_dtype(precision, device)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def _named_sets(data) -> dict:
@@ -258,6 +279,11 @@ class Trainer:
             rank, world_size = info.rank, info.world_size
         distributed.check_global_batch(self.config.batch_size, self.config.grad_accum, world_size)
         self.device = resolve_device(self.config.device)
+        if self.config.cuda_graphs and (self.device.type != "cuda" or world_size > 1):
+            why = (f"one process, not {world_size} (DistributedDataParallel is not captured)" if world_size > 1
+                   else f"a CUDA device, but device {self.config.device!r} is {self.device}")
+            raise ConfigError(f"TrainConfig.cuda_graphs = True needs {why}: set cuda_graphs = False",
+                              "TrainConfig", "cuda_graphs")
         self.model = model.to(self.device)
         self.ddp_model = distributed.wrap_model(self.model, self.device)   # what train_step runs
         self.train_data, self.eval_data = train_data, eval_data
@@ -265,8 +291,15 @@ class Trainer:
         self.meta = meta or {}
         self.rank, self.world_size = rank or 0, world_size
         c = self.config
+        graphed = dict(fused=True, capturable=True) if c.cuda_graphs else {}
         self.optimizer = torch.optim.AdamW(param_groups(self.model, c.weight_decay), lr=c.lr,
-                                           betas=(c.beta1, c.beta2))
+                                           betas=(c.beta1, c.beta2), **graphed)
+        # before any resume(): it keeps the optimizer capturable when a checkpoint's state is loaded into it
+        self.graphed_step = None if not c.cuda_graphs else GraphedStep(
+            self.model, self.optimizer, grad_clip=c.grad_clip, autocast_dtype=_autocast_dtype(c.precision, self.device))
+        # a RodimusLM skips its id-range check on the device (a wait for it): the trainer checks the batch on the host
+        self._forward_kwargs = {"check_inputs": False} if isinstance(self.model, RodimusLM) else {}
+        self._unread: list[dict] = []   # metrics of steps whose loss and grad norm are still device tensors
         self.step = 0
         self.history: list[dict] = []
         self.should_stop = False
@@ -300,29 +333,68 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict:
+        """One optimizer step; its metrics, read (the host waits for the device)."""
+        return self._read([self._queue_step()])[0]
+
+    def _queue_step(self) -> dict:
+        """One optimizer step, issued without waiting for the device: its metrics hold the micro-batches'
+        losses and the gradient norm as device tensors until :meth:`_read`."""
         c = self.config
         self.model.train()
         lr = c.lr_at(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        loss_total = 0.0
-        micros = self.batch_indices(self.step).chunk(c.grad_accum)
-        for i, micro in enumerate(micros):
-            x, y = self.train_data[micro]
-            # DDP averages gradients over ranks on the last micro-batch's backward only
-            sync = i == len(micros) - 1 or self.ddp_model is self.model
-            with contextlib.nullcontext() if sync else self.ddp_model.no_sync():
-                with _autocast(c.precision, self.device):
-                    loss = self.ddp_model(x.to(self.device), labels=y.to(self.device)).loss
-                (loss / c.grad_accum).backward()
-            loss_total += loss.item() / c.grad_accum
-        loss_total = distributed.all_reduce_mean(loss_total, self.device)
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip if c.grad_clip > 0 else float("inf"))
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        micros = [self._batch(micro) for micro in self.batch_indices(self.step).chunk(c.grad_accum)]
+        if self.graphed_step is not None:
+            self.graphed_step.set_lr(lr)
+            losses, grad_norm = self.graphed_step(micros)
+        else:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            losses = []
+            for i, (x, y) in enumerate(micros):
+                # DDP averages gradients over ranks on the last micro-batch's backward only
+                sync = i == len(micros) - 1 or self.ddp_model is self.model
+                with contextlib.nullcontext() if sync else self.ddp_model.no_sync():
+                    with _autocast(c.precision, self.device):
+                        loss = self.ddp_model(self._to_device(x), labels=self._to_device(y),
+                                              **self._forward_kwargs).loss
+                    (loss / c.grad_accum).backward()
+                losses.append(loss.detach())
+            losses = torch.stack(losses)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip if c.grad_clip > 0 else float("inf"))
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return {"step": self.step, "loss": loss_total, "lr": lr, "grad_norm": float(grad_norm)}
+        return {"step": self.step, "loss": losses, "lr": lr, "grad_norm": grad_norm}
+
+    def _batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The examples at ``indices``, their ids checked where they are (on the host for the usual CPU data)."""
+        x, y = self.train_data[indices]
+        if self._forward_kwargs:
+            self.model.check_ids(x)
+        return x, y
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """t on the training device; a CPU batch goes to a GPU from page-locked memory, without waiting."""
+        if self.device.type == "cuda" and t.device.type == "cpu":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
+    def _read(self, steps: list[dict]) -> list[dict]:
+        """Each step's loss (the mean over its micro-batches and ranks) and gradient norm as numbers, in
+        place: one transfer from the device for all of them."""
+        sizes = [m["loss"].numel() for m in steps]
+        values = torch.cat([torch.cat([m["loss"].double().flatten(), m["grad_norm"].double().reshape(1)])
+                            for m in steps]).tolist()
+        start = 0
+        for m, n in zip(steps, sizes):
+            loss_total = 0.0
+            for v in values[start:start + n]:   # summed on the host as the logged loss always was
+                loss_total += v / self.config.grad_accum
+            m["loss"] = distributed.all_reduce_mean(loss_total, self.device)
+            m["grad_norm"] = values[start + n]
+            start += n + 1
+        return steps
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> list[dict]:
@@ -343,25 +415,26 @@ class Trainer:
         bar = tqdm(total=c.max_steps, initial=self.step, desc="train", disable=not (c.progress and self.is_main),
                    dynamic_ncols=True)
         last_eval = None
+        postfix = {}
         try:
             while self.step < c.max_steps and not self.should_stop:
-                metrics = self.train_step()
-                metrics["time"] = time.perf_counter() - start_time
-                self._record(metrics, "train")
-                for cb in self.callbacks:
-                    cb.on_step(metrics, self)
-                if not math.isfinite(metrics["loss"]):
-                    raise TrainingDiverged(f"The loss became {metrics['loss']} at step {self.step}.")
-                postfix = {"loss": f"{metrics['loss']:.3f}"}
-                if c.eval_every and self.step % c.eval_every == 0 and self.eval_data is not None:
+                metrics = self._queue_step()
+                self._unread.append(metrics)
+                evaluating = c.eval_every and self.step % c.eval_every == 0 and self.eval_data is not None
+                checkpointing = c.checkpoint_every and self.step % c.checkpoint_every == 0
+                if self.step % c.log_every == 0 or evaluating or checkpointing or self.step >= c.max_steps:
+                    postfix["loss"] = f"{self._log_unread(start_time):.3f}"
+                if evaluating:
                     last_eval = self.run_eval()
                 if last_eval and "eval_accuracy" in last_eval:
                     postfix["acc"] = f"{last_eval['eval_accuracy']:.3f}"
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(1)
-                if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                if checkpointing:
                     self.save_checkpoint()
                 yield metrics
+            if self._unread:   # stopped from outside between reads (should_stop set by the caller)
+                self._log_unread(start_time)
         finally:
             bar.close()
         last_eval = next((r for r in reversed(self.history) if r["kind"] == "eval"), None)   # also a callback's
@@ -374,6 +447,20 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_end(summary, self)
         return summary
+
+    def _log_unread(self, start_time: float) -> float:
+        """Read the steps not read yet; log each (metrics file, callbacks), then stop at a NaN or infinite
+        loss. Returns the last step's loss."""
+        steps, self._unread = self._read(self._unread), []
+        now = time.perf_counter() - start_time
+        for metrics in steps:
+            metrics["time"] = now
+            self._record(metrics, "train")
+            for cb in self.callbacks:
+                cb.on_step(metrics, self)
+            if not math.isfinite(metrics["loss"]):
+                raise TrainingDiverged(f"The loss became {metrics['loss']} at step {metrics['step']}.")
+        return steps[-1]["loss"]
 
     def run_eval(self) -> dict:
         c = self.config

@@ -34,3 +34,12 @@ def test_bad_choices_are_named(flag, value, capsys):
     with pytest.raises(SystemExit):
         bench_train.main([*TOY, flag, value])
     assert value in capsys.readouterr().err
+
+
+def test_graphed_mode_on_the_cpu_is_a_row_that_says_why(tmp_path):
+    """A CUDA graph needs a GPU: the graphed rows name that, the eager rows are measured."""
+    results = bench_train.main([*TOY, "--models", "rodimus", "--seq-lens", "16", "--modes", "eager,graphed",
+                                "--warmup", "2", "--out", str(tmp_path / "t.json")])
+    eager, graphed = results["rows"]
+    assert eager["mode"] == "eager" and "tokens_per_s" in eager
+    assert graphed["mode"] == "graphed" and "CUDA device" in graphed["error"]

@@ -13,7 +13,8 @@ whole step (forward, backward, fused AdamW with ``capturable=True``) replayed as
 (``rodimus_lab.graphed``; captured in the warm-up's last step; CUDA only), which removes the host's launch
 work that bounds the eager steps. Every model runs in every mode asked for, the Llama peer included, and is
 compared with the peer of the same mode. ``peak`` is the CUDA allocator's most allocated bytes during the
-timed steps (weights, gradients and optimizer state included; in graphed mode the graph's memory pool).
+timed steps (weights, gradients and optimizer state included); in graphed mode during the warm-up too,
+since a replay allocates nothing: its memory was allocated, and is measured, while the step was recorded.
 
 The outside peer is ``transformers``' LlamaForCausalLM with ``attn_implementation="sdpa"`` at the
 Transformer++'s sizes (same d, layers, heads, SwiGLU width, vocabulary; untied head), the baseline a
@@ -118,12 +119,14 @@ def measure(name: str, config: ModelConfig, seq_len: int, *, tokens=16384, mode=
     row = dict(model=name, label=LABELS[name], seq_len=seq_len, batch=batch, mode=mode, compiled=mode == "compiled",
                params=params)
     losses = []
+    if device.type == "cuda":   # graphed: from here (its step's memory is allocated while the step is recorded)
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for _ in range(warmup):
         losses.append(step())
     _sync(device)
     row["warmup_s"] = time.perf_counter() - start
-    if device.type == "cuda":
+    if device.type == "cuda" and mode != "graphed":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     for _ in range(steps):

@@ -1,0 +1,185 @@
+"""The training step as a CUDA graph (rodimus_lab.graphed) and the Trainer's host reads.
+
+CPU: the refusals and their messages; the Trainer's logged losses are the mean of each step's micro-batch
+losses at the weights before the step, and ``log_every`` reads them in batches without changing a number.
+GPU (``-m gpu``): graphed steps give the losses of the same eager steps (Rodimus, Rodimus+, Transformer++),
+a changing lr included, and a graphed Trainer run (and its resume) gives the eager run's losses.
+"""
+
+import pytest
+import torch
+
+from rodimus_lab import ModelConfig, RodimusLM, seed_everything
+from rodimus_lab.config import ConfigError
+from rodimus_lab.data.mqar import make_mqar_splits, mqar_preset
+from rodimus_lab.graphed import GraphedStep
+from rodimus_lab.train import Callback, TrainConfig, Trainer
+
+CUDA = torch.cuda.is_available()
+gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (run on the H200 with `pytest -m gpu`)")
+TINY = dict(vocab_size=64, d_model=32, n_layers=1, mem_size=8, backend="reference")
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_mqar_splits(mqar_preset("L64_p4", seq_len=16, num_kv_pairs=2, vocab_size=64,
+                                        num_train=256, num_test=64))
+
+
+def _trainer(task, model=None, callbacks=(), **overrides):
+    seed_everything(0)
+    settings = dict(max_steps=8, batch_size=8, lr=3e-3, warmup_steps=3, eval_every=0, progress=False)
+    settings.update(overrides)
+    return Trainer(model or RodimusLM(ModelConfig(**TINY)), task[0], task[1], TrainConfig(**settings), callbacks)
+
+
+def _train_rows(history):
+    return [(r["step"], r["loss"], r["grad_norm"], r["lr"]) for r in history if r["kind"] == "train"]
+
+
+# ------------------------------------------------------------------------------ CPU
+
+def test_graphed_step_refuses_a_plain_optimizer():
+    model = RodimusLM(ModelConfig(**TINY))
+    with pytest.raises(ValueError, match="capturable=True"):
+        GraphedStep(model, torch.optim.AdamW(model.parameters()))
+
+
+@pytest.mark.skipif(CUDA, reason="the CPU refusal")
+def test_graphed_step_refuses_the_cpu():
+    model = RodimusLM(ModelConfig(**TINY))
+    with pytest.raises(ValueError, match=r"one CUDA device, found \['cpu'\].*Train eagerly"):
+        GraphedStep(model, torch.optim.AdamW(model.parameters(), capturable=True))
+
+
+def test_cuda_graphs_on_a_cpu_device_names_the_field():
+    with pytest.raises(ConfigError, match="cuda_graphs") as caught:
+        TrainConfig(cuda_graphs=True, device="cpu")
+    assert caught.value.field == "cuda_graphs"
+
+
+@pytest.mark.skipif(CUDA, reason="'auto' resolves to the CPU only without CUDA")
+def test_cuda_graphs_with_auto_on_a_cpu_machine_names_the_field(task):
+    with pytest.raises(ConfigError, match=r"cuda_graphs = True needs a CUDA device.*cuda_graphs = False"):
+        _trainer(task, cuda_graphs=True)
+
+
+def test_logged_loss_is_the_mean_of_the_micro_batches_before_the_step(task):
+    """Each step's logged loss, recomputed from the batch and the weights the step started from."""
+    trainer = _trainer(task, grad_accum=2, max_steps=5)
+    steps, expected = trainer.iter_steps(), []
+    while True:
+        total = 0.0
+        for micro in trainer.batch_indices(trainer.step).chunk(2):
+            x, y = task[0][micro]
+            with torch.no_grad():
+                total += trainer.model(x, labels=y).loss.item() / 2
+        expected.append(total)
+        try:
+            next(steps)
+        except StopIteration:
+            break
+    logged = [loss for _, loss, _, _ in _train_rows(trainer.history)]
+    assert logged == pytest.approx(expected[:5], rel=1e-6)
+
+
+def test_log_every_reads_in_batches_and_logs_the_same_numbers(task, monkeypatch):
+    every_step = _trainer(task, max_steps=10)
+    every_step.fit()
+    reads, seen = [], []
+    read = Trainer._read
+
+    def counting(self, steps):
+        reads.append([m["step"] for m in steps])
+        return read(self, steps)
+
+    class Seen(Callback):
+        def on_step(self, metrics, trainer):
+            seen.append((metrics["step"], trainer.step, type(metrics["loss"])))
+
+    monkeypatch.setattr(Trainer, "_read", counting)
+    batched = _trainer(task, max_steps=10, log_every=4, callbacks=[Seen()])
+    batched.fit()
+    assert reads == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]   # one wait for the device per read
+    assert _train_rows(batched.history) == _train_rows(every_step.history)
+    assert [s for s, _, _ in seen] == list(range(1, 11)) and all(t is float for _, _, t in seen)
+    assert seen[0][1] == 4   # step 1 was logged when step 4 had been issued
+
+
+# ------------------------------------------------------------------------------ GPU
+
+def _small(block):
+    return ModelConfig(vocab_size=509, d_model=256, n_layers=2, mem_size=64, block=block, n_heads=4,
+                       window=96 if block == "rodimus_plus" else None)
+
+
+def _losses(cfg, steps, graphed, lr=lambda i: 1e-3 * (i + 1) / 4 if i < 4 else 1e-3):
+    """``steps`` bf16 AdamW steps (clipped at 1.0) on one fixed batch, a changing lr; eager or graphed."""
+    torch.manual_seed(0)
+    model = RodimusLM(cfg).cuda()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr(0), fused=True, capturable=graphed)
+    ids = torch.randint(0, cfg.vocab_size, (2, 333), generator=torch.Generator().manual_seed(1))
+    step = GraphedStep(model, optimizer, grad_clip=1.0) if graphed else None
+    losses = []
+    for i in range(steps):
+        if graphed:
+            step.set_lr(lr(i))
+            losses.append(step([(ids, ids)])[0])
+            continue
+        for group in optimizer.param_groups:
+            group["lr"] = lr(i)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(ids.cuda(), labels=ids.cuda(), check_inputs=False).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.detach().float().reshape(1))
+    return torch.cat(losses).double().cpu()
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("block", ["rodimus", "rodimus_plus", "transformer"])
+def test_gpu_graphed_steps_give_the_eager_losses(block):
+    graphed = _losses(_small(block), 12, graphed=True)
+    eager = _losses(_small(block), 12, graphed=False)
+    print(block, "graphed", graphed.tolist(), "eager", eager.tolist())
+    assert ((graphed - eager).abs() / eager.abs()).max() <= 2e-3
+    assert graphed[-1] < 0.9 * graphed[0]   # it trains (steps after the capture included)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("block", ["rodimus", "rodimus_plus"])
+def test_gpu_graphed_trainer_matches_eager_and_resumes(block, task, tmp_path):
+    """The Trainer with cuda_graphs (micro-batches, clipping, warmup/cosine lr, evals between replays) gives
+    the eager Trainer's losses; a graphed run cut (at the read that logs step 6: step 8) and resumed from its
+    checkpoint gives the uninterrupted run's."""
+    cfg = dict(vocab_size=64, d_model=128, n_layers=2, mem_size=16, block=block,
+               window=8 if block == "rodimus_plus" else None)
+    common = dict(device="cuda", max_steps=12, grad_accum=2, eval_every=5, log_every=4)
+
+    def run(callbacks=(), **overrides):
+        return _trainer(task, RodimusLM(ModelConfig(**cfg)), callbacks, **{**common, **overrides})
+
+    eager = run()
+    eager.fit()
+    graphed = run(cuda_graphs=True, out_dir=str(tmp_path / "full"))
+    graphed.fit()
+    e, g = (torch.tensor([loss for _, loss, _, _ in _train_rows(t.history)]) for t in (eager, graphed))
+    print(block, "graphed", g.tolist(), "eager", e.tolist())
+    assert len(g) == 12 and ((g - e).abs() / e).max() <= 5e-3
+
+    class StopAt6(Callback):
+        def on_step(self, metrics, trainer):
+            trainer.should_stop = trainer.should_stop or metrics["step"] == 6
+
+    cut = run([StopAt6()], cuda_graphs=True, out_dir=str(tmp_path / "cut"))
+    cut.fit()
+    assert cut.step == 8
+    resumed = run(cuda_graphs=True, out_dir=str(tmp_path / "cut"))
+    resumed.resume()
+    resumed.fit()
+    r = torch.tensor([loss for _, loss, _, _ in _train_rows(resumed.history)])
+    assert len(r) == 12 and ((r - g).abs() / g).max() <= 5e-3
