@@ -7,16 +7,16 @@ records the kernels of one step once and replays them with a single launch, so t
 
     step = GraphedStep(model, torch.optim.AdamW(model.parameters(), lr=3e-4, fused=True, capturable=True),
                        grad_clip=1.0)
-    for x, y in batches:
+    for i, (x, y) in enumerate(batches):
         step.set_lr(schedule(i))                     # the lr is a device tensor the graph reads
-        loss, grad_norm = step([(x, y)])             # device tensors: read them when you log
+        losses, grad_norm = step([(x, y)])           # device tensors: read them when you log
 
 What is recorded is PyTorch's whole-network recipe (torch.cuda.graphs): the first ``warmup`` calls
 run eagerly on a side stream (Triton compiles and tunes its kernels, the optimizer makes its state),
 then one call captures forward under autocast, loss, backward, gradient clipping and the optimizer
 step, and replays it; every later call copies its batch into the captured input buffers and replays.
-Every call is one real training step, warm-up ones included, with the same numbers an eager loop
-computes.
+Every call is one real training step, warm-up ones included: the same operations as an eager loop
+(``tests/test_graphed.py`` compares the losses on a GPU).
 
 What a captured step must not do: read a device value on the host (``.item()``, ``float(t)``, a
 Python ``if`` on a tensor: the project's models skip their one such check, the id range, here), change

@@ -113,8 +113,10 @@ def _small(block):
                        window=96 if block == "rodimus_plus" else None)
 
 
-def _losses(cfg, steps, graphed, lr=lambda i: 1e-3 * (i + 1) / 4 if i < 4 else 1e-3):
-    """``steps`` bf16 AdamW steps (clipped at 1.0) on one fixed batch, a changing lr; eager or graphed."""
+def _losses(cfg, steps, graphed, lr=lambda i: 1e-3 if i < 6 else 5e-4):
+    """``steps`` bf16 AdamW steps (clipped at 1.0) on one fixed batch, eager or graphed; the lr changes after
+    the capture (the third call), so the graph must read it. At these lrs the losses fall smoothly (on the CPU,
+    float32 reference: 6.29 → 1.25 for the Transformer++ over 12 steps), so rounding differences stay small."""
     torch.manual_seed(0)
     model = RodimusLM(cfg).cuda()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr(0), fused=True, capturable=graphed)
@@ -146,7 +148,7 @@ def test_gpu_graphed_steps_give_the_eager_losses(block):
     eager = _losses(_small(block), 12, graphed=False)
     print(block, "graphed", graphed.tolist(), "eager", eager.tolist())
     assert ((graphed - eager).abs() / eager.abs()).max() <= 2e-3
-    assert graphed[-1] < 0.9 * graphed[0]   # it trains (steps after the capture included)
+    assert graphed[-1] < 0.5 * graphed[0]   # it trains (steps after the capture included)
 
 
 @pytest.mark.gpu

@@ -222,20 +222,23 @@ def format_row(r: dict) -> str:
 
 
 def format_table(results: dict) -> str:
-    """All rows, then each model's tokens/s and peak memory as a multiple of the Llama peer's."""
+    """All rows, then each model's tokens/s and peak memory as a multiple of the Llama peer's in the same mode
+    (and, in another mode than eager, its tokens/s as a multiple of its own eager row's)."""
     lines = [f"{'model':<27}{'mode':<9}{'T':>6}{'params':>10}{'tokens/s':>11}{'ms/step':>9}{'peak GiB':>9}"
              f"{'warm s':>8}"]
     lines += [format_row(r) for r in results["rows"]]
     ok = {(r["model"], r["seq_len"], row_mode(r)): r for r in results["rows"] if "error" not in r}
     for (name, T, mode), r in ok.items():
-        peer = ok.get(("llama", T, mode))
-        if peer is None or name == "llama":
-            continue
-        line = (f"{LABELS[name]} {mode} T={T}: "
-                f"{r['tokens_per_s'] / peer['tokens_per_s']:.2f}x Llama's tokens/s")
-        if "peak_gib" in r:
-            line += f", {r['peak_gib'] / peer['peak_gib']:.2f}x its peak memory"
-        lines.append(line)
+        peer, eager = ok.get(("llama", T, mode)), ok.get((name, T, "eager"))
+        parts = []
+        if peer is not None and name != "llama":
+            parts.append(f"{r['tokens_per_s'] / peer['tokens_per_s']:.2f}x Llama's tokens/s")
+            if "peak_gib" in r:
+                parts.append(f"{r['peak_gib'] / peer['peak_gib']:.2f}x its peak memory")
+        if eager is not None and mode != "eager":
+            parts.append(f"{r['tokens_per_s'] / eager['tokens_per_s']:.2f}x its own eager tokens/s")
+        if parts:
+            lines.append(f"{LABELS[name]} {mode} T={T}: " + ", ".join(parts))
     return "\n".join(lines)
 
 
