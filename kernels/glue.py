@@ -20,7 +20,8 @@ storing it. ``gate_linear`` is no Triton kernel: a bf16 tensor-core product with
 copy of x̃ and the FFMA product that switching autocast off costs. ``low_rank_value_gate`` and ``swiglu``
 are no new kernels either but memory savers for eager training: autograd Functions that keep a smaller
 tensor for the backward and recompute the bigger one (the gate logits, SiLU(g)) there with the same ops,
-so values and gradients are bit for bit those of the plain composition they replace.
+so values and gradients are bit for bit those of the plain composition they replace. Under torch.compile
+both are that plain composition (:func:`_saves_eagerly`, the one place that decides).
 
 Each Triton op is a :class:`~rodimus_kernels.ops.KernelOp`: a ``torch.library`` custom op
 (``torch.ops.rodimus.*``, with autograd and fake functions) under ``torch.compile``, which treats it as an
@@ -236,6 +237,14 @@ class _LowRankValueGate(torch.autograd.Function):
         return (*(next(grads) if t.requires_grad else None for t in leaves), dx)
 
 
+def _saves_eagerly() -> bool:
+    """Whether the memory savers run their autograd Functions: eagerly only. A compiled graph is better
+    served by the plain composition: AOTAutograd's partitioner chooses by itself what to keep for the
+    backward and what to recompute, and Dynamo cannot trace the value gate's Function, which launches the
+    kernels directly rather than through their custom op."""
+    return not torch.compiler.is_compiling()
+
+
 def low_rank_value_gate(p: Tensor, weight: Tensor, bias: Tensor, x: Tensor) -> Tensor:
     """σ(p Wᵀ + b) ⊙ x: the value gate after its low-rank product p [..., r], with the second product's
     weight W [m, r] and bias b [m], x [..., m]; x's dtype. Equal, bit for bit, to
@@ -246,7 +255,7 @@ def low_rank_value_gate(p: Tensor, weight: Tensor, bias: Tensor, x: Tensor) -> T
         raise ValueError(f"low_rank_value_gate takes p [..., r], weight [m, r], bias [m], x [..., m]; got "
                          f"p {tuple(p.shape)}, weight {tuple(weight.shape)}, bias {tuple(bias.shape)}, "
                          f"x {tuple(x.shape)}")
-    if not use_triton(x) or torch.compiler.is_compiling():
+    if not use_triton(x) or not _saves_eagerly():
         return value_gate(F.linear(p, weight, bias), x)
     return _LowRankValueGate.apply(p, weight, bias, x)
 
@@ -479,8 +488,9 @@ class _SwiGLU(torch.autograd.Function):
 def swiglu(g: Tensor, u: Tensor) -> Tensor:
     """SiLU(g) ⊙ u (the SwiGLU FFN's product), equal bit for bit to ``F.silu(g) * u`` but saving one tensor
     of g's size less for the backward (at the bench's sizes 2,048 bytes per token and layer:
-    docs/benchmarks.md). Plain PyTorch, any device; for eager runs (compiled graphs fuse and recompute the
-    plain expression themselves)."""
+    docs/benchmarks.md). Plain PyTorch, any device; under torch.compile that expression itself."""
     if g.shape != u.shape:
         raise ValueError(f"swiglu takes g and u of one shape, got {tuple(g.shape)} and {tuple(u.shape)}")
+    if not _saves_eagerly():
+        return F.silu(g) * u
     return _SwiGLU.apply(g, u)

@@ -399,7 +399,7 @@ class SwiGLU(nn.Module):
 
     def forward(self, x):
         u, g = self.fc(x).chunk(2, dim=-1)
-        if _fuse_eagerly(self.backend, g):   # the same product, its backward recomputes SiLU(g) instead of keeping it
+        if _use_triton(self.backend, g):   # the same product; eagerly its backward recomputes SiLU(g), not keeping it
             return self.out_proj(_glue().swiglu(g, u))
         return self.out_proj(F.silu(g) * u)
 
