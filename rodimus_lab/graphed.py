@@ -149,8 +149,9 @@ class GraphedStep:
         n = len(self._inputs)
         losses = []
         for x, y in zip(self._inputs, self._labels):
-            autocast = (torch.autocast("cuda", dtype=self.autocast_dtype) if self.autocast_dtype is not None
-                        else contextlib.nullcontext())
+            # no cast cache: a cached 16-bit weight made outside the recorded region would be replayed stale
+            autocast = (torch.autocast("cuda", dtype=self.autocast_dtype, cache_enabled=False)
+                        if self.autocast_dtype is not None else contextlib.nullcontext())
             with autocast:
                 loss = self.loss_fn(self.model, x, y)
             (loss / n if n > 1 else loss).backward()

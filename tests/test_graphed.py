@@ -26,11 +26,12 @@ def task():
                                         num_train=256, num_test=64))
 
 
-def _trainer(task, model=None, callbacks=(), **overrides):
+def _trainer(task, callbacks=(), model=TINY, **overrides):
+    """A Trainer of a freshly seeded model (the ModelConfig fields ``model``)."""
     seed_everything(0)
     settings = dict(max_steps=8, batch_size=8, lr=3e-3, warmup_steps=3, eval_every=0, progress=False)
     settings.update(overrides)
-    return Trainer(model or RodimusLM(ModelConfig(**TINY)), task[0], task[1], TrainConfig(**settings), callbacks)
+    return Trainer(RodimusLM(ModelConfig(**model)), task[0], task[1], TrainConfig(**settings), callbacks)
 
 
 def _train_rows(history):
@@ -98,7 +99,7 @@ def test_log_every_reads_in_batches_and_logs_the_same_numbers(task, monkeypatch)
             seen.append((metrics["step"], trainer.step, type(metrics["loss"])))
 
     monkeypatch.setattr(Trainer, "_read", counting)
-    batched = _trainer(task, max_steps=10, log_every=4, callbacks=[Seen()])
+    batched = _trainer(task, [Seen()], max_steps=10, log_every=4)
     batched.fit()
     assert reads == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]   # one wait for the device per read
     assert _train_rows(batched.history) == _train_rows(every_step.history)
@@ -163,7 +164,7 @@ def test_gpu_graphed_trainer_matches_eager_and_resumes(block, task, tmp_path):
     common = dict(device="cuda", max_steps=12, grad_accum=2, eval_every=5, log_every=4)
 
     def run(callbacks=(), **overrides):
-        return _trainer(task, RodimusLM(ModelConfig(**cfg)), callbacks, **{**common, **overrides})
+        return _trainer(task, callbacks, cfg, **{**common, **overrides})
 
     eager = run()
     eager.fit()
