@@ -1,0 +1,323 @@
+"""Which DDTS kernel hangs, and under which launch knob: one device call answers it.
+
+On the H200 (torch 2.11, Triton 3.6) ``pytest tests -m gpu`` hung inside the float32 DDTS tests, not
+every time: ``test_gpu_heads_and_packed_sequences`` (fp32) in two runs of two, ``test_gpu_full_shapes
+[300-256-256-fp32]`` in one run of two; the bf16 cases always passed. A hung CUDA call blocks the main
+thread in C, so pytest's timeout never fired and nothing said which of the op's launches it was.
+
+This script runs the op (forward with an initial and a final state, then the backward, as the tests do)
+at those shapes, one case and one launch variant per CHILD process under a time limit, and in the child
+every Triton launch is made visible: compiled and loaded on its own (compile seconds, registers, local
+memory — spills — and shared memory as the driver reports them), then launched ``--launches`` times with
+``torch.cuda.synchronize()`` after each launch (the kernels are idempotent: same inputs, same outputs).
+Each step prints one line as it happens, so the last line of a hung child names the kernel and the step:
+
+    <case> <variant> | <kernel> compiled (or cached) in 3.1 s, loaded in 0.01 s: regs 32, local 13216 B/thread, ...
+    <case> <variant> | <kernel> #1 launching grid (5, 4, 8)    <- last line before a hang: the launch call
+    <case> <variant> | <kernel> #1 queued                      <-   itself blocked (driver, host side)
+    <case> <variant> | <kernel> #1 ok in 0.41 ms               <- no "ok": the kernel never finished
+
+A child that outlives ``--timeout`` is reported as ``HANG``, with the GPU's utilisation at that moment
+(busy: a kernel spinning; idle: the host blocked) and the child's Python stack (faulthandler) showing
+where it was; then it is killed and the next case runs.
+
+Variants (launch knobs the wrapper picks; each overrides every DDTS launch of the op):
+    base     the wrapper's own choice (fp32: IEEE fp32 products, FMA loops, no tensor cores)
+    tf32x3   input_precision "tf32x3" (3-pass tf32 ≈ fp32 on tensor cores) where the wrapper asks for "ieee"
+    stages1  num_stages = 1 (no software pipelining of the chunk loops, prep included)
+    warps8   num_warps = 8
+
+Cases (the shapes of the hung tests, float32):
+    packed   cu_seqlens with lengths [0, 1, 700, 64, 129], H = 4, n = 64, m = 512 (heads_and_packed, 1st call)
+    b3       B = 3, T = 300, H = 4, n = 64, m = 256                                 (heads_and_packed, 2nd call)
+    n256     B = 2, T = 300, H = 1, n = m = 256                                     (full_shapes[300-256-256])
+
+First every (case, variant) is compiled in parallel children (``--jobs``, Triton's cache is shared), so that
+the timed runs, one at a time, only load kernels. Everything stops by ``--budget`` seconds.
+
+    python benchmarks/diagnose_ddts_hang.py                      # on the GPU: all cases, all variants
+    python benchmarks/diagnose_ddts_hang.py --cases packed --variants base tf32x3 --launches 10
+    python benchmarks/diagnose_ddts_hang.py --cases n256 --load 4   # 4 processes busy on the GPU meanwhile
+    TRITON_INTERPRET=1 python benchmarks/diagnose_ddts_hang.py --tiny   # CPU: the same logic, tiny shapes
+
+Reading the summary: a variant that is ``ok`` where ``base`` hangs names the knob; the kernel named in the
+``HANG`` line is the one to change. All ``ok``: the hang did not reproduce in this call (it is not
+deterministic); the per-launch times and local-memory figures are still the evidence to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CASES = {   # name: (lengths for cu_seqlens or None, B, T, H, n, m, seed of the test)
+    "packed": ([0, 1, 700, 64, 129], 1, 894, 4, 64, 512, 4),
+    "b3": (None, 3, 300, 4, 64, 256, 9),
+    "n256": (None, 2, 300, 1, 256, 256, 556),
+}
+TINY_CASES = {   # the same structures at interpreter sizes
+    "packed": ([0, 1, 70, 5], 1, 76, 2, 16, 24, 4),
+    "b3": (None, 3, 70, 2, 16, 16, 9),
+    "n256": (None, 1, 70, 1, 256, 16, 556),
+}
+VARIANTS = {   # name: (launch-option overrides, constexpr overrides {name: {old: new}})
+    "base": ({}, {}),
+    "tf32x3": ({}, {"PREC": {"ieee": "tf32x3"}}),
+    "stages1": ({"num_stages": 1}, {}),
+    "warps8": ({"num_warps": 8}, {}),
+}
+DTYPES = ("float32", "bfloat16")
+# --load: what other processes on the GPU did when one run hung (training beside the tests)
+LOAD_SCRIPT = """import torch
+x = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+while True:
+    x = (x @ x).tanh_()
+"""
+
+
+def _importable_env() -> dict:
+    """The environment a child needs to import rodimus_kernels from this checkout (installed or not)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    try:
+        import rodimus_kernels  # noqa: F401
+        return env
+    except ImportError:
+        shim = os.path.join(tempfile.gettempdir(), "ddts_hang_pp")
+        os.makedirs(shim, exist_ok=True)
+        link = os.path.join(shim, "rodimus_kernels")
+        if not os.path.exists(link):
+            os.symlink(os.path.join(REPO, "kernels"), link)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, shim, env.get("PYTHONPATH")) if p)
+        return env
+
+
+# ---------------------------------------------------------------------------------------------- child
+
+def _inputs(case, dtype, device, tiny):
+    """q, k, v (in ``dtype``), g_logits, tau_logits (fp32), initial state, cu_seqlens — drawn as the tests
+    draw them (tests/kernels/test_ddts_kernel.py: make_inputs, same seeds), all requiring grad."""
+    import torch
+    lengths, B, T, H, n, m, seed = (TINY_CASES if tiny else CASES)[case]
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def randn(*shape, scale=1.0):
+        return scale * torch.randn(*shape, generator=gen, device=device, dtype=torch.float32)
+
+    q, k, v, g, tau = randn(B, T, H, n), randn(B, T, H, n), randn(B, T, H, m), randn(B, T, H, n, scale=2.0), \
+        randn(B, T, H, n, scale=2.0)
+    num_seqs = B if lengths is None else len(lengths)
+    h0 = randn(num_seqs, H, n, m)
+    cu = None if lengths is None else torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(),
+                                                   dtype=torch.int32, device=device)
+    tensors = [x.to(dtype) for x in (q, k, v)] + [g, tau, h0]
+    return [x.detach().clone().requires_grad_() for x in tensors], cu
+
+
+def _instrument(tag: str, variant: str, launches: int, compile_only: bool):
+    """Replace Triton's kernel launch (compiled and interpreted) by one that applies the variant's
+    overrides, compiles and loads on its own, and launches ``launches`` times with a sync after each."""
+    import torch
+    from triton.runtime import interpreter
+    from triton.runtime.jit import JITFunction
+    options, constexprs = VARIANTS[variant]
+    cuda = torch.cuda.is_available()
+    seen = set()
+
+    def say(msg):
+        print(f"{tag} | {msg}", flush=True)
+
+    def patched(original):
+        def run(self, *args, grid, warmup, **kwargs):
+            name = getattr(self, "__name__", None) or self.fn.__name__
+            kwargs.update(options)
+            for param, mapping in constexprs.items():
+                if kwargs.get(param) in mapping:
+                    kwargs[param] = mapping[kwargs[param]]
+            if cuda:   # compile (or fetch from Triton's caches) and load apart from the launch
+                t0 = time.perf_counter()
+                kernel = original(self, *args, grid=grid, warmup=True, **kwargs)
+                if id(kernel) not in seen:   # a kernel (specialisation) not seen yet in this process
+                    t1 = time.perf_counter()
+                    kernel._init_handles()   # cuModuleLoad: the driver's register / local / shared figures
+                    say(f"{name} compiled (or cached) in {t1 - t0:.1f} s, loaded in {time.perf_counter() - t1:.2f} s: "
+                        f"regs {kernel.n_regs}, local {4 * kernel.n_spills} B/thread, "
+                        f"shared {kernel.metadata.shared} B, warps {kernel.metadata.num_warps}, "
+                        f"stages {kernel.metadata.num_stages}, PREC {kwargs.get('PREC')}")
+                    seen.add(id(kernel))
+            if compile_only:
+                return None
+            for i in range(1, launches + 1):
+                say(f"{name} #{i} launching grid {tuple(grid)}")
+                t0 = time.perf_counter()
+                original(self, *args, grid=grid, warmup=False, **kwargs)
+                say(f"{name} #{i} queued")
+                if cuda:
+                    torch.cuda.synchronize()
+                say(f"{name} #{i} ok in {1e3 * (time.perf_counter() - t0):.2f} ms")
+            return None
+        return run
+
+    JITFunction.run = patched(JITFunction.run)
+    interpreter.InterpretedFunction.run = patched(interpreter.InterpretedFunction.run)
+
+
+def child(a):
+    faulthandler.enable()
+    if a.dump_after:   # our own stack to stderr shortly before the parent's time limit
+        faulthandler.dump_traceback_later(a.dump_after, exit=False)
+    import torch
+    import rodimus_kernels
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tag = f"{a.case} {a.dtype} {a.variant}"
+    _instrument(tag, a.variant, a.launches, a.compile_only)
+    (q, k, v, g, tau, h0), cu = _inputs(a.case, getattr(torch, a.dtype), device, a.tiny)
+    for r in range(1, a.repeats + 1):
+        print(f"{tag} | repeat {r}: forward", flush=True)
+        o, final = rodimus_kernels.ddts(q, k, v, g, tau, initial_state=h0, output_final_state=True, cu_seqlens=cu)
+        print(f"{tag} | repeat {r}: backward", flush=True)
+        ((o.float() * 0.5).sum() + final.sum()).backward()
+        if a.compile_only:
+            break
+    print(f"{tag} | done", flush=True)
+
+
+# --------------------------------------------------------------------------------------------- parent
+
+def _gpu_state() -> str:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        return f"GPU utilisation, memory: {out}"
+    except (OSError, subprocess.TimeoutExpired):
+        return "GPU state: nvidia-smi not available"
+
+
+def _child_cmd(a, case, dtype, variant, compile_only, limit):
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--case", case, "--dtype", dtype,
+           "--variant", variant, "--launches", str(a.launches), "--repeats", str(a.repeats),
+           "--dump-after", str(max(1.0, limit - 2))]
+    return cmd + (["--compile-only"] if compile_only else []) + (["--tiny"] if a.tiny else [])
+
+
+def _run_child(a, env, case, dtype, variant, limit, compile_only=False, echo=lambda line: True):
+    """Run one child under ``limit`` seconds, echoing its lines (those ``echo`` picks) as they come:
+    (status, last line)."""
+    proc = subprocess.Popen(_child_cmd(a, case, dtype, variant, compile_only, limit), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, bufsize=1)
+    last, errors = [""], []
+
+    def pump():
+        for line in proc.stdout:
+            last[0] = line.rstrip()
+            if echo(last[0]):
+                print(last[0], flush=True)
+    readers = [threading.Thread(target=pump, daemon=True),
+               threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)]
+    for t in readers:
+        t.start()
+    t0 = time.time()
+    try:
+        proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        state = _gpu_state()
+        proc.kill()
+        proc.wait()
+        for t in readers:
+            t.join(timeout=5)
+        print(f"{case} {dtype} {variant} | HANG: not done within {limit:.0f} s; last line: {last[0]!r}; at the "
+              f"limit {state}; after the kill {_gpu_state()}", flush=True)
+        stack = [line.rstrip() for line in errors if line.strip()]
+        if stack:
+            print(f"{case} {dtype} {variant} | child's stack (faulthandler), last 25 lines:", flush=True)
+            for line in stack[-25:]:
+                print(f"    {line}", flush=True)
+        return "HANG", last[0]
+    for t in readers:
+        t.join(timeout=5)
+    if proc.returncode != 0:
+        tail = " / ".join(line.strip() for line in errors[-3:])
+        print(f"{case} {dtype} {variant} | ERROR exit {proc.returncode} after {time.time() - t0:.1f} s: {tail}",
+              flush=True)
+        return "ERROR", last[0]
+    return f"ok {time.time() - t0:.1f} s", last[0]
+
+
+def parent(a):
+    env = _importable_env()
+    start = time.time()
+
+    def left():
+        return a.budget - (time.time() - start)
+
+    import torch
+    import triton
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else \
+        f"no CUDA (TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '0')})"
+    print(f"torch {torch.__version__}, triton {triton.__version__}, {device}; {_gpu_state()}", flush=True)
+    runs = [(c, d, v) for v in a.variants for d in a.dtypes for c in a.cases]
+    if torch.cuda.is_available() and not a.no_precompile:
+        jobs = a.jobs or min(len(runs), os.cpu_count() or 1)
+        print(f"[{time.time() - start:.0f} s] compiling {len(runs)} (case, dtype, variant) in parallel, "
+              f"{jobs} at a time", flush=True)
+
+        def compile_one(run):
+            return _run_child(a, env, *run, limit=min(a.compile_timeout, max(left(), 1)), compile_only=True,
+                              echo=lambda line: a.verbose or "compiled (or cached)" in line)[0]
+        with ThreadPoolExecutor(jobs) as pool:
+            for run, status in zip(runs, pool.map(compile_one, runs)):
+                print(f"  compile {' '.join(run)}: {status}", flush=True)
+    load = [subprocess.Popen([sys.executable, "-c", LOAD_SCRIPT], env=env) for _ in range(a.load)]
+    if load:
+        print(f"[{time.time() - start:.0f} s] {a.load} processes keep the GPU busy during the runs", flush=True)
+    summary = []
+    for run in runs:
+        if left() < 5:
+            summary.append((run, "SKIPPED (budget)", ""))
+            continue
+        print(f"[{time.time() - start:.0f} s] run {' '.join(run)}", flush=True)
+        status, last = _run_child(a, env, *run, limit=min(a.timeout, left()))
+        summary.append((run, status, last))
+    for proc in load:
+        proc.kill()
+        proc.wait()
+    print(f"[{time.time() - start:.0f} s] summary (case dtype variant: result | last line)", flush=True)
+    for run, status, last in summary:
+        print(f"  {' '.join(run):28s} {status:18s} | {last}", flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--dtypes", nargs="+", default=["float32"], choices=DTYPES)
+    p.add_argument("--launches", type=int, default=3, help="launches of each kernel per call, synced after each")
+    p.add_argument("--repeats", type=int, default=2, help="forward + backward calls per child")
+    p.add_argument("--timeout", type=float, default=15, help="seconds per timed child")
+    p.add_argument("--compile-timeout", type=float, default=90, help="seconds per compiling child")
+    p.add_argument("--jobs", type=int, default=0, help="compiling children at once (0: one per CPU core)")
+    p.add_argument("--budget", type=float, default=140, help="seconds for the whole script")
+    p.add_argument("--no-precompile", action="store_true", help="skip the parallel compile step")
+    p.add_argument("--load", type=int, default=0, help="processes running matmuls on the GPU during the runs")
+    p.add_argument("--tiny", action="store_true", help="interpreter-sized shapes of the same structure")
+    p.add_argument("--verbose", action="store_true", help="echo the compiling children's lines too")
+    # the child's own arguments
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--case", help=argparse.SUPPRESS)
+    p.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
+    p.add_argument("--variant", default="base", help=argparse.SUPPRESS)
+    p.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--dump-after", type=float, default=0, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    (child if a.child else parent)(a)
+
+
+if __name__ == "__main__":
+    main()
