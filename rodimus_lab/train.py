@@ -407,7 +407,9 @@ class Trainer:
         """``fit`` one optimizer step at a time: a generator that yields each step's metrics (after that
         step's evaluation and checkpoint), so a caller — a widget on the notebook's event loop — can hand
         control back between steps. Its return value (``StopIteration.value``) is the final summary that
-        ``on_end`` receives. A NaN or infinite loss raises :class:`TrainingDiverged`."""
+        ``on_end`` receives. A NaN or infinite loss raises :class:`TrainingDiverged`. With
+        ``log_every`` > 1 a step's yielded metrics hold its loss and grad norm as device tensors until its
+        read turns them into numbers (in the same dict)."""
         c = self.config
         self._claim_out_dir()
         self._write_run_config()

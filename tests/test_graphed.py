@@ -148,7 +148,7 @@ def test_gpu_graphed_steps_give_the_eager_losses(block):
     graphed = _losses(_small(block), 12, graphed=True)
     eager = _losses(_small(block), 12, graphed=False)
     print(block, "graphed", graphed.tolist(), "eager", eager.tolist())
-    assert ((graphed - eager).abs() / eager.abs()).max() <= 2e-3
+    assert ((graphed - eager).abs() / eager.abs()).max() <= 5e-3   # a stale lr (1e-3 kept): 0.30 on the CPU
     assert graphed[-1] < 0.5 * graphed[0]   # it trains (steps after the capture included)
 
 
