@@ -58,16 +58,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CASES = {   # name: (lengths for cu_seqlens or None, B, T, H, n, m, seed of the test)
-    "packed": ([0, 1, 700, 64, 129], 1, 894, 4, 64, 512, 4),
-    "b3": (None, 3, 300, 4, 64, 256, 9),
-    "n256": (None, 2, 300, 1, 256, 256, 556),
+CASES = {   # name: (lengths for cu_seqlens or None, B, T, H, n, m, seed of the test, gate logits' scale)
+    "packed": ([0, 1, 700, 64, 129], 1, 894, 4, 64, 512, 4, 2.0),
+    "b3": (None, 3, 300, 4, 64, 256, 9, 2.0),
+    "n256": (None, 2, 300, 1, 256, 256, 556, 2.0),
+    "long": (None, 1, 65536, 1, 64, 128, 1, 30.0),   # test_gpu_long_sequence_saturated_gates: numerics
 }
 TINY_CASES = {   # the same structures at interpreter sizes
-    "packed": ([0, 1, 70, 5], 1, 76, 2, 16, 24, 4),
-    "b3": (None, 3, 70, 2, 16, 16, 9),
-    "n256": (None, 1, 70, 1, 256, 16, 556),
+    "packed": ([0, 1, 70, 5], 1, 76, 2, 16, 24, 4, 2.0),
+    "b3": (None, 3, 70, 2, 16, 16, 9, 2.0),
+    "n256": (None, 1, 70, 1, 256, 16, 556, 2.0),
+    "long": (None, 1, 300, 1, 16, 16, 1, 30.0),
 }
+TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-3}   # the tests' relative RMS tolerances
 VARIANTS = {   # name: (launch-option overrides, constexpr overrides {name: {old: new}})
     "base": ({}, {}),
     "tf32x3": ({}, {"PREC": {"ieee": "tf32x3"}}),
@@ -105,20 +108,53 @@ def _inputs(case, dtype, device, tiny):
     """q, k, v (in ``dtype``), g_logits, tau_logits (fp32), initial state, cu_seqlens — drawn as the tests
     draw them (tests/kernels/test_ddts_kernel.py: make_inputs, same seeds), all requiring grad."""
     import torch
-    lengths, B, T, H, n, m, seed = (TINY_CASES if tiny else CASES)[case]
+    lengths, B, T, H, n, m, seed, gate_scale = (TINY_CASES if tiny else CASES)[case]
     gen = torch.Generator(device=device).manual_seed(seed)
 
     def randn(*shape, scale=1.0):
         return scale * torch.randn(*shape, generator=gen, device=device, dtype=torch.float32)
 
-    q, k, v, g, tau = randn(B, T, H, n), randn(B, T, H, n), randn(B, T, H, m), randn(B, T, H, n, scale=2.0), \
-        randn(B, T, H, n, scale=2.0)
+    q, k, v = randn(B, T, H, n), randn(B, T, H, n), randn(B, T, H, m)
+    g, tau = randn(B, T, H, n, scale=gate_scale), randn(B, T, H, n, scale=gate_scale)
     num_seqs = B if lengths is None else len(lengths)
     h0 = randn(num_seqs, H, n, m)
     cu = None if lengths is None else torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(),
                                                    dtype=torch.int32, device=device)
     tensors = [x.to(dtype) for x in (q, k, v)] + [g, tau, h0]
     return [x.detach().clone().requires_grad_() for x in tensors], cu
+
+
+def _loss(o, final, weights):
+    return (o.to(weights[0].dtype) * weights[0]).sum() + (final.to(weights[1].dtype) * weights[1]).sum()
+
+
+def _max_error(inputs, cu, o, final, weights) -> tuple[float, str]:
+    """Largest relative RMS error of o, the final state and the six gradients against the float64
+    reference twin (rodimus_lab.ddts.ddts; packed sequences one by one), and all of them as text."""
+    import torch
+    from rodimus_lab.ddts import ddts as reference
+    ref_in = [x.detach().double().requires_grad_() for x in inputs]
+    q, k, v, g, tau, h0 = ref_in
+    if cu is None:
+        o_ref, final_ref = reference(q, k, v, g, tau, initial_state=h0, output_final_state=True)
+    else:
+        outs, finals = [], []
+        bounds = cu.tolist()
+        for i, (s, e) in enumerate(zip(bounds[:-1], bounds[1:])):
+            if e == s:   # an empty sequence hands its initial state straight through
+                outs.append(v[:, s:e])
+                finals.append(h0[i:i + 1])
+                continue
+            o_i, f_i = reference(*(x[:, s:e] for x in (q, k, v, g, tau)), initial_state=h0[i:i + 1],
+                                 output_final_state=True)
+            outs.append(o_i)
+            finals.append(f_i)
+        o_ref, final_ref = torch.cat(outs, dim=1), torch.cat(finals)
+    _loss(o_ref, final_ref, [w.double() for w in weights]).backward()
+    pairs = [("o", o, o_ref), ("final", final, final_ref)] + [
+        (f"d{name}", x.grad, r.grad) for name, x, r in zip(("q", "k", "v", "g", "tau", "h0"), inputs, ref_in)]
+    errors = {name: ((a.double() - b).norm() / b.norm().clamp_min(1e-30)).item() for name, a, b in pairs}
+    return max(errors.values()), ", ".join(f"{name} {e:.1e}" for name, e in errors.items())
 
 
 def _instrument(tag: str, variant: str, launches: int, compile_only: bool):
@@ -147,7 +183,8 @@ def _instrument(tag: str, variant: str, launches: int, compile_only: bool):
                 if id(kernel) not in seen:   # a kernel (specialisation) not seen yet in this process
                     t1 = time.perf_counter()
                     kernel._init_handles()   # cuModuleLoad: the driver's register / local / shared figures
-                    say(f"{name} compiled (or cached) in {t1 - t0:.1f} s, loaded in {time.perf_counter() - t1:.2f} s: "
+                    t2 = time.perf_counter()
+                    say(f"{name} compiled (or cached) in {t1 - t0:.1f} s, loaded in {t2 - t1:.2f} s: "
                         f"regs {kernel.n_regs}, local {4 * kernel.n_spills} B/thread, "
                         f"shared {kernel.metadata.shared} B, warps {kernel.metadata.num_warps}, "
                         f"stages {kernel.metadata.num_stages}, PREC {kwargs.get('PREC')}")
@@ -178,15 +215,30 @@ def child(a):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tag = f"{a.case} {a.dtype} {a.variant}"
     _instrument(tag, a.variant, a.launches, a.compile_only)
-    (q, k, v, g, tau, h0), cu = _inputs(a.case, getattr(torch, a.dtype), device, a.tiny)
+    inputs, cu = _inputs(a.case, getattr(torch, a.dtype), device, a.tiny)
+    gen = torch.Generator(device=device).manual_seed(0)
     for r in range(1, a.repeats + 1):
+        for x in inputs:
+            x.grad = None
         print(f"{tag} | repeat {r}: forward", flush=True)
-        o, final = rodimus_kernels.ddts(q, k, v, g, tau, initial_state=h0, output_final_state=True, cu_seqlens=cu)
+        o, final = rodimus_kernels.ddts(*inputs[:5], initial_state=inputs[5], output_final_state=True,
+                                        cu_seqlens=cu)
+        if r == 1:   # ∂o drawn representable in o's dtype, as the tests draw it
+            weights = [torch.randn(o.shape, generator=gen, device=device).to(o.dtype).float(),
+                       torch.randn(final.shape, generator=gen, device=device)]
         print(f"{tag} | repeat {r}: backward", flush=True)
-        ((o.float() * 0.5).sum() + final.sum()).backward()
+        _loss(o, final, weights).backward()
         if a.compile_only:
-            break
-    print(f"{tag} | done", flush=True)
+            print(f"{tag} | done (compiled)", flush=True)
+            return
+    if not a.check:
+        print(f"{tag} | done", flush=True)
+        return
+    worst, errors = _max_error(inputs, cu, o, final, weights)
+    tol = TOLERANCE[a.dtype]
+    print(f"{tag} | relative RMS errors vs float64: {errors}", flush=True)
+    print(f"{tag} | done; largest error {worst:.1e}, {'within' if worst <= tol else 'ABOVE'} the tests' {tol:.0e}",
+          flush=True)
 
 
 # --------------------------------------------------------------------------------------------- parent
@@ -203,7 +255,7 @@ def _gpu_state() -> str:
 def _child_cmd(a, case, dtype, variant, compile_only, limit):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--case", case, "--dtype", dtype,
            "--variant", variant, "--launches", str(a.launches), "--repeats", str(a.repeats),
-           "--dump-after", str(max(1.0, limit - 2))]
+           "--dump-after", str(max(1.0, limit - 2))] + ([] if a.check else ["--no-check"])
     return cmd + (["--compile-only"] if compile_only else []) + (["--tiny"] if a.tiny else [])
 
 
@@ -295,7 +347,7 @@ def parent(a):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--cases", nargs="+", default=["packed", "b3", "n256"], choices=list(CASES))
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--dtypes", nargs="+", default=["float32"], choices=DTYPES)
     p.add_argument("--launches", type=int, default=3, help="launches of each kernel per call, synced after each")
@@ -307,6 +359,8 @@ def main():
     p.add_argument("--no-precompile", action="store_true", help="skip the parallel compile step")
     p.add_argument("--load", type=int, default=0, help="processes running matmuls on the GPU during the runs")
     p.add_argument("--tiny", action="store_true", help="interpreter-sized shapes of the same structure")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="skip comparing outputs and gradients with the float64 reference")
     p.add_argument("--verbose", action="store_true", help="echo the compiling children's lines too")
     # the child's own arguments
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
