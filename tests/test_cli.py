@@ -224,14 +224,14 @@ def test_resume_refuses_a_conflicting_model_flag(mqar_run, capsys):
 def test_ctrl_c_names_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
     from rodimus_lab.train import Trainer
 
-    step = Trainer.train_step
+    step = Trainer._queue_step   # what the training loop runs for each step
 
     def interrupted_at_3(self):
         if self.step == 2 and self.config.max_steps == 4:
             raise KeyboardInterrupt
         return step(self)
 
-    monkeypatch.setattr(Trainer, "train_step", interrupted_at_3)
+    monkeypatch.setattr(Trainer, "_queue_step", interrupted_at_3)
     run = tmp_path / "run"
     code, _, err = _run(capsys, "train", *TINY_MQAR, "--checkpoint-every", 2, "--out", run)
     assert code == 130 and "Traceback" not in err

@@ -127,8 +127,8 @@ def test_a_bad_value_is_shown_in_the_widget_not_raised(bad, message):
 
 def test_nan_loss_and_out_of_memory_are_readable_messages(monkeypatch):
     lab = tiny_lab()
-    step = Trainer.train_step
-    monkeypatch.setattr(Trainer, "train_step", lambda self: {**step(self), "loss": float("nan")})
+    step = Trainer._queue_step   # what the training loop runs for each step (its loss is read after it)
+    monkeypatch.setattr(Trainer, "_queue_step", lambda self: {**step(self), "loss": torch.tensor([float("nan")])})
     lab.run()
     assert "loss became nan at step 1" in lab.errors.value and "Lower the learning rate" in lab.errors.value
     assert lab.results == [] and "loss became nan" in lab.dashboard.errors.value
@@ -136,7 +136,7 @@ def test_nan_loss_and_out_of_memory_are_readable_messages(monkeypatch):
     def out_of_memory(self):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(Trainer, "train_step", out_of_memory)
+    monkeypatch.setattr(Trainer, "_queue_step", out_of_memory)
     lab.mem_size.value = 8          # a new config, so not a cache hit
     lab.run()
     assert "Out of memory" in lab.errors.value and "Lower the batch size" in lab.errors.value
