@@ -14,7 +14,8 @@ Each step prints one line as it happens, so the last line of a hung child names 
 
     <case> <variant> | <kernel> compiled (or cached) in 3.1 s, loaded in 0.01 s: regs 32, local 13216 B/thread, ...
     <case> <variant> | <kernel> #1 launching grid (5, 4, 8)    <- last line before a hang: the launch call
-    <case> <variant> | <kernel> #1 queued                      <-   itself blocked (driver, host side)
+    <case> <variant> | <kernel> #1 queued                      <-   itself blocked (host side: the driver,
+                                                                     e.g. growing the local memory)
     <case> <variant> | <kernel> #1 ok in 0.41 ms               <- no "ok": the kernel never finished
 
 A child that outlives ``--timeout`` is reported as ``HANG``, with the GPU's utilisation at that moment
@@ -24,6 +25,8 @@ where it was; then it is killed and the next case runs.
 Variants (launch knobs the wrapper picks; each overrides every DDTS launch of the op):
     base     the wrapper's own choice (fp32: IEEE fp32 products, FMA loops, no tensor cores)
     tf32x3   input_precision "tf32x3" (3-pass tf32 ≈ fp32 on tensor cores) where the wrapper asks for "ieee"
+    stack24k base launches, the context's local memory reserved up front for 24 KiB per thread (the fp32
+             kernels spill 8–20 KiB per thread: without it the driver grows it inside a launch)
     stages1  num_stages = 1 (no software pipelining of the chunk loops, prep included)
     warps8   num_warps = 8
 
@@ -71,11 +74,12 @@ TINY_CASES = {   # the same structures at interpreter sizes
     "long": (None, 1, 300, 1, 16, 16, 1, 30.0),
 }
 TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-3}   # the tests' relative RMS tolerances
-VARIANTS = {   # name: (launch-option overrides, constexpr overrides {name: {old: new}})
-    "base": ({}, {}),
-    "tf32x3": ({}, {"PREC": {"ieee": "tf32x3"}}),
-    "stages1": ({"num_stages": 1}, {}),
-    "warps8": ({"num_warps": 8}, {}),
+VARIANTS = {   # name: (launch-option overrides, constexpr overrides {name: {old: new}}, stack bytes to reserve)
+    "base": ({}, {}, 0),
+    "tf32x3": ({}, {"PREC": {"ieee": "tf32x3"}}, 0),
+    "stack24k": ({}, {}, 24576),
+    "stages1": ({"num_stages": 1}, {}, 0),
+    "warps8": ({"num_warps": 8}, {}, 0),
 }
 DTYPES = ("float32", "bfloat16")
 # --load: what other processes on the GPU did when one run hung (training beside the tests)
@@ -163,7 +167,7 @@ def _instrument(tag: str, variant: str, launches: int, compile_only: bool):
     import torch
     from triton.runtime import interpreter
     from triton.runtime.jit import JITFunction
-    options, constexprs = VARIANTS[variant]
+    options, constexprs, _ = VARIANTS[variant]
     cuda = torch.cuda.is_available()
     seen = set()
 
@@ -206,6 +210,20 @@ def _instrument(tag: str, variant: str, launches: int, compile_only: bool):
     interpreter.InterpretedFunction.run = patched(interpreter.InterpretedFunction.run)
 
 
+def _reserve_stack(nbytes: int) -> str:
+    """Set the CUDA context's per-thread stack (local memory) limit up front, so that no launch has the
+    driver grow the context's local memory (a resize waits for the device to idle, inside the launch)."""
+    import ctypes
+
+    import torch
+    torch.zeros(1, device="cuda")   # the primary context, current on this thread
+    cuda = ctypes.CDLL("libcuda.so.1")
+    status = cuda.cuCtxSetLimit(0, ctypes.c_size_t(nbytes))   # 0: CU_LIMIT_STACK_SIZE
+    value = ctypes.c_size_t()
+    cuda.cuCtxGetLimit(ctypes.byref(value), 0)
+    return f"cuCtxSetLimit(STACK_SIZE, {nbytes}) -> status {status}, limit now {value.value} B/thread"
+
+
 def child(a):
     faulthandler.enable()
     if a.dump_after:   # our own stack to stderr shortly before the parent's time limit
@@ -215,6 +233,9 @@ def child(a):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tag = f"{a.case} {a.dtype} {a.variant}"
     _instrument(tag, a.variant, a.launches, a.compile_only)
+    stack = VARIANTS[a.variant][2]
+    if stack and device == "cuda":
+        print(f"{tag} | {_reserve_stack(stack)}", flush=True)
     inputs, cu = _inputs(a.case, getattr(torch, a.dtype), device, a.tiny)
     gen = torch.Generator(device=device).manual_seed(0)
     for r in range(1, a.repeats + 1):
@@ -317,14 +338,17 @@ def parent(a):
     runs = [(c, d, v) for v in a.variants for d in a.dtypes for c in a.cases]
     if torch.cuda.is_available() and not a.no_precompile:
         jobs = a.jobs or min(len(runs), os.cpu_count() or 1)
-        print(f"[{time.time() - start:.0f} s] compiling {len(runs)} (case, dtype, variant) in parallel, "
-              f"{jobs} at a time", flush=True)
+        print(f"[{time.time() - start:.0f} s] compiling every (case, dtype, variant) in parallel, {jobs} at a time",
+              flush=True)
 
         def compile_one(run):
             return _run_child(a, env, *run, limit=min(a.compile_timeout, max(left(), 1)), compile_only=True,
                               echo=lambda line: a.verbose or "compiled (or cached)" in line)[0]
+        distinct = {}   # variants that launch the same kernels (stack24k and base) compile once
+        for case, dtype, variant in runs:
+            distinct.setdefault((case, dtype, repr(VARIANTS[variant][:2])), (case, dtype, variant))
         with ThreadPoolExecutor(jobs) as pool:
-            for run, status in zip(runs, pool.map(compile_one, runs)):
+            for run, status in zip(distinct.values(), pool.map(compile_one, distinct.values())):
                 print(f"  compile {' '.join(run)}: {status}", flush=True)
     load = [subprocess.Popen([sys.executable, "-c", LOAD_SCRIPT], env=env) for _ in range(a.load)]
     if load:
