@@ -305,14 +305,15 @@ def _run_child(a, env, case, dtype, variant, limit, compile_only=False, echo=lam
         proc.wait()
         for t in readers:
             t.join(timeout=5)
-        print(f"{case} {dtype} {variant} | HANG: not done within {limit:.0f} s; last line: {last[0]!r}; at the "
+        verdict = "COMPILE TIMEOUT" if compile_only else "HANG"
+        print(f"{case} {dtype} {variant} | {verdict}: not done within {limit:.0f} s; last line: {last[0]!r}; at the "
               f"limit {state}; after the kill {_gpu_state()}", flush=True)
         stack = [line.rstrip() for line in errors if line.strip()]
         if stack:
             print(f"{case} {dtype} {variant} | child's stack (faulthandler), last 25 lines:", flush=True)
             for line in stack[-25:]:
                 print(f"    {line}", flush=True)
-        return "HANG", last[0]
+        return verdict, last[0]
     for t in readers:
         t.join(timeout=5)
     if proc.returncode != 0:
