@@ -22,28 +22,34 @@ A child that outlives ``--timeout`` is reported as ``HANG``, with the GPU's util
 (busy: a kernel spinning; idle: the host blocked) and the child's Python stack (faulthandler) showing
 where it was; then it is killed and the next case runs.
 
-Variants (launch knobs the wrapper picks; each overrides every DDTS launch of the op):
+Variants (launch knobs the wrapper picks; each overrides every DDTS launch; default: the first four):
     base     the wrapper's own choice (fp32: IEEE fp32 products, FMA loops, no tensor cores)
-    tf32x3   input_precision "tf32x3" (3-pass tf32 ≈ fp32 on tensor cores) where the wrapper asks for "ieee"
     stack24k base launches, the context's local memory reserved up front for 24 KiB per thread (the fp32
              kernels spill 8–20 KiB per thread: without it the driver grows it inside a launch)
+    tf32x3   input_precision "tf32x3" (3-pass tf32 ≈ fp32 on tensor cores) where the wrapper asks for "ieee"
     stages1  num_stages = 1 (no software pipelining of the chunk loops, prep included)
     warps8   num_warps = 8
 
-Cases (the shapes of the hung tests, float32):
-    packed   cu_seqlens with lengths [0, 1, 700, 64, 129], H = 4, n = 64, m = 512 (heads_and_packed, 1st call)
-    b3       B = 3, T = 300, H = 4, n = 64, m = 256                                 (heads_and_packed, 2nd call)
-    n256     B = 2, T = 300, H = 1, n = m = 256                                     (full_shapes[300-256-256])
+Cases (float32 unless ``--dtypes``; default: test_heads and n256):
+    test_heads  the hung test itself, test_gpu_heads_and_packed_sequences, as pytest calls it (CUDA only):
+                its first call is the case packed, its second b3 (the launch grids tell them apart)
+    packed      cu_seqlens with lengths [0, 1, 700, 64, 129], H = 4, n = 64, m = 512
+    b3          B = 3, T = 300, H = 4, n = 64, m = 256
+    n256        B = 2, T = 300, H = 1, n = m = 256              (test_gpu_full_shapes[300-256-256-fp32])
+    long        B = 1, T = 65 536, n = 64, m = 128, saturated gates (the precision-sensitive test; --timeout 60)
+Besides the launches, a child compares o, the final state and all six gradients with the float64 reference
+twin and prints the largest relative RMS error against the tests' tolerance (test_heads: the test asserts).
 
 First every (case, variant) is compiled in parallel children (``--jobs``, Triton's cache is shared), so that
 the timed runs, one at a time, only load kernels. Everything stops by ``--budget`` seconds.
 
-    python benchmarks/diagnose_ddts_hang.py                      # on the GPU: all cases, all variants
-    python benchmarks/diagnose_ddts_hang.py --cases packed --variants base tf32x3 --launches 10
+    python benchmarks/diagnose_ddts_hang.py                      # on the GPU, about 2 minutes
+    python benchmarks/diagnose_ddts_hang.py --cases packed b3 --variants base tf32x3 --launches 10
     python benchmarks/diagnose_ddts_hang.py --cases n256 --load 4   # 4 processes busy on the GPU meanwhile
-    TRITON_INTERPRET=1 python benchmarks/diagnose_ddts_hang.py --tiny   # CPU: the same logic, tiny shapes
+    TRITON_INTERPRET=1 python benchmarks/diagnose_ddts_hang.py --tiny --cases packed b3 n256   # CPU check
 
-Reading the summary: a variant that is ``ok`` where ``base`` hangs names the knob; the kernel named in the
+Reading the summary: a variant that is ``ok`` where ``base`` hangs names the knob (stack24k: the driver's
+local-memory resizing; tf32x3: the FMA code path; stages1: the pipelining); the kernel named in the
 ``HANG`` line is the one to change. All ``ok``: the hang did not reproduce in this call (it is not
 deterministic); the per-launch times and local-memory figures are still the evidence to compare.
 """
@@ -74,10 +80,13 @@ TINY_CASES = {   # the same structures at interpreter sizes
     "long": (None, 1, 300, 1, 16, 16, 1, 30.0),
 }
 TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-3}   # the tests' relative RMS tolerances
+# The hung test itself (tests/kernels/test_ddts_kernel.py, CUDA only), run as pytest would call it: its two
+# compare() calls are the cases packed and b3 (those compile its kernels ahead of the runs)
+TESTS = {"test_heads": ("test_gpu_heads_and_packed_sequences", ("packed", "b3"))}
 VARIANTS = {   # name: (launch-option overrides, constexpr overrides {name: {old: new}}, stack bytes to reserve)
     "base": ({}, {}, 0),
-    "tf32x3": ({}, {"PREC": {"ieee": "tf32x3"}}, 0),
     "stack24k": ({}, {}, 24576),
+    "tf32x3": ({}, {"PREC": {"ieee": "tf32x3"}}, 0),
     "stages1": ({"num_stages": 1}, {}, 0),
     "warps8": ({"num_warps": 8}, {}, 0),
 }
@@ -236,6 +245,12 @@ def child(a):
     stack = VARIANTS[a.variant][2]
     if stack and device == "cuda":
         print(f"{tag} | {_reserve_stack(stack)}", flush=True)
+    if a.case in TESTS:
+        sys.path.insert(0, os.path.join(REPO, "tests", "kernels"))
+        import test_ddts_kernel
+        getattr(test_ddts_kernel, TESTS[a.case][0])(getattr(torch, a.dtype), TOLERANCE[a.dtype])
+        print(f"{tag} | done; the test passed", flush=True)
+        return
     inputs, cu = _inputs(a.case, getattr(torch, a.dtype), device, a.tiny)
     gen = torch.Generator(device=device).manual_seed(0)
     for r in range(1, a.repeats + 1):
@@ -336,7 +351,8 @@ def parent(a):
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else \
         f"no CUDA (TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '0')})"
     print(f"torch {torch.__version__}, triton {triton.__version__}, {device}; {_gpu_state()}", flush=True)
-    runs = [(c, d, v) for v in a.variants for d in a.dtypes for c in a.cases]
+    cases = [c for c in a.cases if torch.cuda.is_available() or c not in TESTS]   # the tests need CUDA
+    runs = [(c, d, v) for v in a.variants for d in a.dtypes for c in cases]
     if torch.cuda.is_available() and not a.no_precompile:
         jobs = a.jobs or min(len(runs), os.cpu_count() or 1)
         print(f"[{time.time() - start:.0f} s] compiling every (case, dtype, variant) in parallel, {jobs} at a time",
@@ -347,7 +363,8 @@ def parent(a):
                               echo=lambda line: a.verbose or "compiled (or cached)" in line)[0]
         distinct = {}   # variants that launch the same kernels (stack24k and base) compile once
         for case, dtype, variant in runs:
-            distinct.setdefault((case, dtype, repr(VARIANTS[variant][:2])), (case, dtype, variant))
+            for compiled in TESTS[case][1] if case in TESTS else (case,):
+                distinct.setdefault((compiled, dtype, repr(VARIANTS[variant][:2])), (compiled, dtype, variant))
         with ThreadPoolExecutor(jobs) as pool:
             for run, status in zip(distinct.values(), pool.map(compile_one, distinct.values())):
                 print(f"  compile {' '.join(run)}: {status}", flush=True)
@@ -372,8 +389,9 @@ def parent(a):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cases", nargs="+", default=["packed", "b3", "n256"], choices=list(CASES))
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--cases", nargs="+", default=["test_heads", "n256"], choices=list(TESTS) + list(CASES))
+    p.add_argument("--variants", nargs="+", default=["base", "stack24k", "tf32x3", "stages1"],
+                   choices=list(VARIANTS))
     p.add_argument("--dtypes", nargs="+", default=["float32"], choices=DTYPES)
     p.add_argument("--launches", type=int, default=3, help="launches of each kernel per call, synced after each")
     p.add_argument("--repeats", type=int, default=2, help="forward + backward calls per child")
