@@ -5,11 +5,11 @@ every time: ``test_gpu_heads_and_packed_sequences`` (fp32) in two runs of two, `
 [300-256-256-fp32]`` in one run of two; the bf16 cases always passed. A hung CUDA call blocks the main
 thread in C, so pytest's timeout never fired and nothing said which of the op's launches it was.
 
-This script runs the op (forward with an initial and a final state, then the backward, as the tests do)
-at those shapes, one case and one launch variant per CHILD process under a time limit, and in the child
-every Triton launch is made visible: compiled and loaded on its own (compile seconds, registers, local
-memory — spills — and shared memory as the driver reports them), then launched ``--launches`` times with
-``torch.cuda.synchronize()`` after each launch (the kernels are idempotent: same inputs, same outputs).
+This script runs the tests' checks (their ``compare``: forward with an initial and a final state, backward,
+float64 reference) at those shapes, one case and one launch variant per CHILD process under a time limit.
+In the child every Triton launch is made visible: compiled and loaded on its own (compile seconds,
+registers, local memory — spills — and shared memory as the driver reports them), then launched
+``--launches`` times with ``torch.cuda.synchronize()`` after each (the kernels are idempotent).
 Each step prints one line as it happens, so the last line of a hung child names the kernel and the step:
 
     <case> <variant> | <kernel> compiled (or cached) in 3.1 s, loaded in 0.01 s: regs 32, local 13216 B/thread, ...
@@ -37,8 +37,9 @@ Cases (float32 unless ``--dtypes``; default: test_heads and n256):
     b3          B = 3, T = 300, H = 4, n = 64, m = 256
     n256        B = 2, T = 300, H = 1, n = m = 256              (test_gpu_full_shapes[300-256-256-fp32])
     long        B = 1, T = 65 536, n = 64, m = 128, saturated gates (the precision-sensitive test; --timeout 60)
-Besides the launches, a child compares o, the final state and all six gradients with the float64 reference
-twin and prints the largest relative RMS error against the tests' tolerance (test_heads: the test asserts).
+A child calls the test's own ``compare`` (forward, backward, o, the final state and all six gradients against
+the float64 reference, its tolerance asserted) ``--repeats`` times; an error above the tolerance ends it with
+ERROR and the assertion's message.
 
 First every (case, variant) is compiled in parallel children (``--jobs``, Triton's cache is shared), so that
 the timed runs, one at a time, only load kernels. Everything stops by ``--budget`` seconds.
@@ -117,57 +118,16 @@ def _importable_env() -> dict:
 
 # ---------------------------------------------------------------------------------------------- child
 
-def _inputs(case, dtype, device, tiny):
-    """q, k, v (in ``dtype``), g_logits, tau_logits (fp32), initial state, cu_seqlens — drawn as the tests
-    draw them (tests/kernels/test_ddts_kernel.py: make_inputs, same seeds), all requiring grad."""
+def _case_inputs(tests, case, device, tiny):
+    """The inputs of ``case`` as its test draws them (``tests``: tests/kernels/test_ddts_kernel.py), fp32,
+    with cu_seqlens or None."""
     import torch
     lengths, B, T, H, n, m, seed, gate_scale = (TINY_CASES if tiny else CASES)[case]
-    gen = torch.Generator(device=device).manual_seed(seed)
-
-    def randn(*shape, scale=1.0):
-        return scale * torch.randn(*shape, generator=gen, device=device, dtype=torch.float32)
-
-    q, k, v = randn(B, T, H, n), randn(B, T, H, n), randn(B, T, H, m)
-    g, tau = randn(B, T, H, n, scale=gate_scale), randn(B, T, H, n, scale=gate_scale)
-    num_seqs = B if lengths is None else len(lengths)
-    h0 = randn(num_seqs, H, n, m)
-    cu = None if lengths is None else torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(),
-                                                   dtype=torch.int32, device=device)
-    tensors = [x.to(dtype) for x in (q, k, v)] + [g, tau, h0]
-    return [x.detach().clone().requires_grad_() for x in tensors], cu
-
-
-def _loss(o, final, weights):
-    return (o.to(weights[0].dtype) * weights[0]).sum() + (final.to(weights[1].dtype) * weights[1]).sum()
-
-
-def _max_error(inputs, cu, o, final, weights) -> tuple[float, str]:
-    """Largest relative RMS error of o, the final state and the six gradients against the float64
-    reference twin (rodimus_lab.ddts.ddts; packed sequences one by one), and all of them as text."""
-    import torch
-    from rodimus_lab.ddts import ddts as reference
-    ref_in = [x.detach().double().requires_grad_() for x in inputs]
-    q, k, v, g, tau, h0 = ref_in
-    if cu is None:
-        o_ref, final_ref = reference(q, k, v, g, tau, initial_state=h0, output_final_state=True)
-    else:
-        outs, finals = [], []
-        bounds = cu.tolist()
-        for i, (s, e) in enumerate(zip(bounds[:-1], bounds[1:])):
-            if e == s:   # an empty sequence hands its initial state straight through
-                outs.append(v[:, s:e])
-                finals.append(h0[i:i + 1])
-                continue
-            o_i, f_i = reference(*(x[:, s:e] for x in (q, k, v, g, tau)), initial_state=h0[i:i + 1],
-                                 output_final_state=True)
-            outs.append(o_i)
-            finals.append(f_i)
-        o_ref, final_ref = torch.cat(outs, dim=1), torch.cat(finals)
-    _loss(o_ref, final_ref, [w.double() for w in weights]).backward()
-    pairs = [("o", o, o_ref), ("final", final, final_ref)] + [
-        (f"d{name}", x.grad, r.grad) for name, x, r in zip(("q", "k", "v", "g", "tau", "h0"), inputs, ref_in)]
-    errors = {name: ((a.double() - b).norm() / b.norm().clamp_min(1e-30)).item() for name, a, b in pairs}
-    return max(errors.values()), ", ".join(f"{name} {e:.1e}" for name, e in errors.items())
+    inputs = tests.make_inputs(B, T, H, n, m, device=device, g_scale=gate_scale, tau_scale=gate_scale, seed=seed)
+    if lengths is None:
+        return inputs, None
+    inputs[5] = torch.randn(len(lengths), H, n, m, device=device)   # one initial state per sequence
+    return inputs, torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(), dtype=torch.int32, device=device)
 
 
 def _instrument(tag: str, variant: str, launches: int, compile_only: bool):
@@ -245,36 +205,25 @@ def child(a):
     stack = VARIANTS[a.variant][2]
     if stack and device == "cuda":
         print(f"{tag} | {_reserve_stack(stack)}", flush=True)
+    sys.path.insert(0, os.path.join(REPO, "tests", "kernels"))
+    import test_ddts_kernel as tests
+    dtype, tol = getattr(torch, a.dtype), TOLERANCE[a.dtype]
     if a.case in TESTS:
-        sys.path.insert(0, os.path.join(REPO, "tests", "kernels"))
-        import test_ddts_kernel
-        getattr(test_ddts_kernel, TESTS[a.case][0])(getattr(torch, a.dtype), TOLERANCE[a.dtype])
+        getattr(tests, TESTS[a.case][0])(dtype, tol)
         print(f"{tag} | done; the test passed", flush=True)
         return
-    inputs, cu = _inputs(a.case, getattr(torch, a.dtype), device, a.tiny)
-    gen = torch.Generator(device=device).manual_seed(0)
-    for r in range(1, a.repeats + 1):
-        for x in inputs:
-            x.grad = None
-        print(f"{tag} | repeat {r}: forward", flush=True)
-        o, final = rodimus_kernels.ddts(*inputs[:5], initial_state=inputs[5], output_final_state=True,
-                                        cu_seqlens=cu)
-        if r == 1:   # ∂o drawn representable in o's dtype, as the tests draw it
-            weights = [torch.randn(o.shape, generator=gen, device=device).to(o.dtype).float(),
-                       torch.randn(final.shape, generator=gen, device=device)]
-        print(f"{tag} | repeat {r}: backward", flush=True)
-        _loss(o, final, weights).backward()
-        if a.compile_only:
-            print(f"{tag} | done (compiled)", flush=True)
-            return
-    if not a.check:
-        print(f"{tag} | done", flush=True)
+    inputs, cu = _case_inputs(tests, a.case, device, a.tiny)
+    if a.compile_only:   # the launches only: the kernels' outputs stay unwritten, nothing to compare
+        q, k, v, g, tau, h0 = (x.to(dtype) if i < 3 else x for i, x in enumerate(inputs))
+        o, final = rodimus_kernels.ddts(*(x.requires_grad_() for x in (q, k, v, g, tau)), cu_seqlens=cu,
+                                        initial_state=h0.requires_grad_(), output_final_state=True)
+        (o.float().sum() + final.sum()).backward()
+        print(f"{tag} | done (compiled)", flush=True)
         return
-    worst, errors = _max_error(inputs, cu, o, final, weights)
-    tol = TOLERANCE[a.dtype]
-    print(f"{tag} | relative RMS errors vs float64: {errors}", flush=True)
-    print(f"{tag} | done; largest error {worst:.1e}, {'within' if worst <= tol else 'ABOVE'} the tests' {tol:.0e}",
-          flush=True)
+    for r in range(1, a.repeats + 1):   # the test's compare: forward, backward, float64 reference, tolerance
+        print(f"{tag} | repeat {r}: compare (forward, backward, then the float64 reference)", flush=True)
+        tests.compare(inputs, dtype=dtype, cu_seqlens=cu, tol=tol)
+    print(f"{tag} | done; every repeat within the tests' tolerance {tol:.0e}", flush=True)
 
 
 # --------------------------------------------------------------------------------------------- parent
@@ -291,7 +240,7 @@ def _gpu_state() -> str:
 def _child_cmd(a, case, dtype, variant, compile_only, limit):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--case", case, "--dtype", dtype,
            "--variant", variant, "--launches", str(a.launches), "--repeats", str(a.repeats),
-           "--dump-after", str(max(1.0, limit - 2))] + ([] if a.check else ["--no-check"])
+           "--dump-after", str(max(1.0, limit - 2))]
     return cmd + (["--compile-only"] if compile_only else []) + (["--tiny"] if a.tiny else [])
 
 
@@ -394,7 +343,7 @@ def main():
                    choices=list(VARIANTS))
     p.add_argument("--dtypes", nargs="+", default=["float32"], choices=DTYPES)
     p.add_argument("--launches", type=int, default=3, help="launches of each kernel per call, synced after each")
-    p.add_argument("--repeats", type=int, default=2, help="forward + backward calls per child")
+    p.add_argument("--repeats", type=int, default=2, help="calls of the test's compare per child")
     p.add_argument("--timeout", type=float, default=15, help="seconds per timed child")
     p.add_argument("--compile-timeout", type=float, default=90, help="seconds per compiling child")
     p.add_argument("--jobs", type=int, default=0, help="compiling children at once (0: one per CPU core)")
@@ -402,8 +351,6 @@ def main():
     p.add_argument("--no-precompile", action="store_true", help="skip the parallel compile step")
     p.add_argument("--load", type=int, default=0, help="processes running matmuls on the GPU during the runs")
     p.add_argument("--tiny", action="store_true", help="interpreter-sized shapes of the same structure")
-    p.add_argument("--no-check", dest="check", action="store_false",
-                   help="skip comparing outputs and gradients with the float64 reference")
     p.add_argument("--verbose", action="store_true", help="echo the compiling children's lines too")
     # the child's own arguments
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
