@@ -344,7 +344,7 @@ def main():
     p.add_argument("--dtypes", nargs="+", default=["float32"], choices=DTYPES)
     p.add_argument("--launches", type=int, default=3, help="launches of each kernel per call, synced after each")
     p.add_argument("--repeats", type=int, default=2, help="calls of the test's compare per child")
-    p.add_argument("--timeout", type=float, default=15, help="seconds per timed child")
+    p.add_argument("--timeout", type=float, default=20, help="seconds per timed child")
     p.add_argument("--compile-timeout", type=float, default=90, help="seconds per compiling child")
     p.add_argument("--jobs", type=int, default=0, help="compiling children at once (0: one per CPU core)")
     p.add_argument("--budget", type=float, default=140, help="seconds for the whole script")
