@@ -101,19 +101,20 @@ while True:
 
 
 def _importable_env() -> dict:
-    """The environment a child needs to import rodimus_kernels from this checkout (installed or not)."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    """The environment a child needs to import rodimus_lab and rodimus_kernels from this checkout (installed
+    or not: a copied tree gets a rodimus_kernels link to its kernels/ folder)."""
+    paths = [REPO]
     try:
         import rodimus_kernels  # noqa: F401
-        return env
     except ImportError:
         shim = os.path.join(tempfile.gettempdir(), "ddts_hang_pp")
         os.makedirs(shim, exist_ok=True)
         link = os.path.join(shim, "rodimus_kernels")
         if not os.path.exists(link):
             os.symlink(os.path.join(REPO, "kernels"), link)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, shim, env.get("PYTHONPATH")) if p)
-        return env
+        paths.append(shim)
+    return dict(os.environ, PYTHONUNBUFFERED="1",
+                PYTHONPATH=os.pathsep.join(paths + [p for p in [os.environ.get("PYTHONPATH")] if p]))
 
 
 # ---------------------------------------------------------------------------------------------- child
