@@ -48,7 +48,8 @@ case $what in profile|all)
         --steps 3 --profile --out "$out/profile_h200_eager_$commit.json" ;;
 esac
 case $what in tests|all)   # -v: each test's name and result reach the log as it finishes, even if the limit cuts the run
-    run "${TESTS_LIMIT:-300}" python3 -m pytest tests -m gpu -v -p no:cacheprovider -rs --tb=short ;;
+    run "${TESTS_LIMIT:-300}" python3 -m pytest tests -m gpu -v -p no:cacheprovider -rs --tb=short \
+        --continue-on-collection-errors --timeout 300 --timeout-method thread ;;
 esac
 case $what in compiled)
     run 540 python3 -m rodimus_lab.bench.train --seq-lens 2048 --modes compiled \
