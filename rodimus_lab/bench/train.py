@@ -102,6 +102,7 @@ def measure(name: str, config: ModelConfig, seq_len: int, *, tokens=16384, mode=
     # the project's models skip their id-range check (a host sync the peer does not make)
     extra = {} if name == "llama" else {"check_inputs": False}
 
+    graphed = None
     if mode == "graphed":   # the same step, captured in the warm-up's last call (eager steps before it)
         graphed = GraphedStep(model, optimizer, warmup=warmup - 1)
 
@@ -141,7 +142,9 @@ def measure(name: str, config: ModelConfig, seq_len: int, *, tokens=16384, mode=
         row["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     if profile:
         row["profile"] = _profile(step, device, top)
-    del model, forward, optimizer
+    # everything that holds the model, its optimizer state or a graph's memory pool (GraphedStep and the
+    # optimizer refer to each other: only the collector frees them), before the next row measures its peak
+    del model, forward, optimizer, graphed, step
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
