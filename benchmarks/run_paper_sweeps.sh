@@ -13,6 +13,8 @@
 # (it is also copied to $OUT when that is set) and commit it between calls. Points run in priority order:
 # every point at the first learning rate of the spec, then the second learning rate.
 # COMMIT (or $RODIMUS_LAB_COMMIT), when given, is recorded with each point instead of what git finds there.
+# SET="section.field=value ..." is passed to the sweep as --set, e.g. SET="train.cuda_graphs=true train.log_every=50"
+# (the graphed Trainer: how a step runs, not what it computes, so done points stay done).
 # Needs torch and triton (a CUDA machine), pyyaml, tqdm, safetensors and tokenizers; not plotly: the figure is
 # not drawn there (--no-figure): render where plotly is installed with
 # `rodimus-lab sweep experiments/mqar_state_size.yaml --render --out docs/results/mqar_state_size`.
@@ -53,7 +55,8 @@ for only in "${passes[@]}"; do
     [ "$(left)" -gt 60 ] || break
     # shellcheck disable=SC2086  # the patterns of a pass are separate words
     python3 -m rodimus_lab.cli sweep "$spec" --device cuda --out "$out" --runs "/tmp/sweeps/$name" \
-        --budget "$(( $(left) - 20 ))" --progress false --no-figure --workers "${WORKERS:-6}" --only $only "${extra[@]}"
+        --budget "$(( $(left) - 20 ))" --progress false --no-figure --workers "${WORKERS:-6}" --only $only "${extra[@]}" \
+        ${SET:+--set $SET}
     copy_back
 done
 python3 -m rodimus_lab.cli sweep "$spec" --list --out "$out" --runs "/tmp/sweeps/$name" "${extra[@]}"

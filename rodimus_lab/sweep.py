@@ -542,8 +542,9 @@ def add_arguments(p) -> None:
                    help="run only these families (their labels) or points (names or fnmatch patterns)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:i for every point (default: the spec's)")
     p.add_argument("--source", default=None, help="text points: read the text from this folder (= --set data.source=...)")
-    p.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override a field in every point, e.g. --set train.max_steps=50 data.train_split=valid")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override a field in every point, e.g. --set train.max_steps=50 data.train_split=valid "
+                        "(given twice, both lists apply)")
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="stop after this many seconds (the running point keeps a checkpoint and resumes next time)")
     p.add_argument("--list", action="store_true", help="list the points and which are done; train nothing")

@@ -235,3 +235,13 @@ def test_git_state_records_the_commit_it_is_told(monkeypatch):
     monkeypatch.delenv("RODIMUS_LAB_COMMIT")
     commit = sweep.git_state()["commit"]
     assert commit is None or (len(commit) == 40 and all(c in "0123456789abcdef" for c in commit))
+
+
+def test_set_given_twice_applies_both_lists():
+    """A script adds its own --set after the caller's (benchmarks/run_paper_sweeps.sh's SET): neither may be lost."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    sweep.add_arguments(parser)
+    args = parser.parse_args(["spec.yaml", "--set", "train.max_steps=5", "data.seq_len=64", "--set", "train.lr=0.1"])
+    assert args.set == ["train.max_steps=5", "data.seq_len=64", "train.lr=0.1"]
