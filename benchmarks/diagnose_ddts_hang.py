@@ -22,13 +22,14 @@ A child that outlives ``--timeout`` is reported as ``HANG``, with the GPU's util
 (busy: a kernel spinning; idle: the host blocked) and the child's Python stack (faulthandler) showing
 where it was; then it is killed and the next case runs.
 
-Variants (launch knobs the wrapper picks; each overrides every DDTS launch; default: the first four):
-    base     the wrapper's own choice (fp32: IEEE fp32 products, FMA loops, no tensor cores)
-    stack24k base launches, the context's local memory reserved up front for 24 KiB per thread (the fp32
-             kernels spill 8–20 KiB per thread: without it the driver grows it inside a launch)
-    tf32x3   input_precision "tf32x3" (3-pass tf32 ≈ fp32 on tensor cores) where the wrapper asks for "ieee"
+Variants (launch knobs the wrapper picks; each overrides every DDTS launch; default: base, stack24k, stages1):
+    base     the wrapper's own choice (fp32: 3-pass tf32 products, ≈ fp32 on tensor cores)
+    stack24k base launches, the context's local memory reserved up front for 24 KiB per thread (the IEEE
+             fp32 kernels spilled 8–20 KiB per thread: without it the driver grows it inside a launch)
     stages1  num_stages = 1 (no software pipelining of the chunk loops, prep included)
     warps8   num_warps = 8
+    ieee     input_precision "ieee" where the wrapper asks for "tf32x3": for fp32 inputs the launches before
+             the fix, IEEE fp32 products (FMA loops), whose backward compiled for minutes (make_llir)
 
 Cases (float32 unless ``--dtypes``; default: test_heads and n256):
     test_heads  the hung test itself, test_gpu_heads_and_packed_sequences, as pytest calls it (CUDA only):
@@ -45,14 +46,14 @@ First every (case, variant) is compiled in parallel children (``--jobs``, Triton
 the timed runs, one at a time, only load kernels. Everything stops by ``--budget`` seconds.
 
     python benchmarks/diagnose_ddts_hang.py                      # on the GPU, about 2 minutes
-    python benchmarks/diagnose_ddts_hang.py --cases packed b3 --variants base tf32x3 --launches 10
+    python benchmarks/diagnose_ddts_hang.py --cases packed b3 --variants base ieee --launches 10
     python benchmarks/diagnose_ddts_hang.py --cases n256 --load 4   # 4 processes busy on the GPU meanwhile
     TRITON_INTERPRET=1 python benchmarks/diagnose_ddts_hang.py --tiny --cases packed b3 n256   # CPU check
 
 Reading the summary: a variant that is ``ok`` where ``base`` hangs names the knob (stack24k: the driver's
-local-memory resizing; tf32x3: the FMA code path; stages1: the pipelining); the kernel named in the
-``HANG`` line is the one to change. All ``ok``: the hang did not reproduce in this call (it is not
-deterministic); the per-launch times and local-memory figures are still the evidence to compare.
+local-memory resizing; stages1: the pipelining; ``ieee`` hanging where ``base`` does not: the FMA code path);
+the kernel named in the ``HANG`` line is the one to change. All ``ok``: the hang did not reproduce in this
+call (it is not deterministic); the per-launch times and local-memory figures are still the evidence to compare.
 """
 
 from __future__ import annotations
@@ -87,9 +88,9 @@ TESTS = {"test_heads": ("test_gpu_heads_and_packed_sequences", ("packed", "b3"))
 VARIANTS = {   # name: (launch-option overrides, constexpr overrides {name: {old: new}}, stack bytes to reserve)
     "base": ({}, {}, 0),
     "stack24k": ({}, {}, 24576),
-    "tf32x3": ({}, {"PREC": {"ieee": "tf32x3"}}, 0),
     "stages1": ({"num_stages": 1}, {}, 0),
     "warps8": ({"num_warps": 8}, {}, 0),
+    "ieee": ({}, {"PREC": {"tf32x3": "ieee"}}, 0),
 }
 DTYPES = ("float32", "bfloat16")
 # --load: what other processes on the GPU did when one run hung (training beside the tests)
@@ -340,7 +341,7 @@ def parent(a):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", nargs="+", default=["test_heads", "n256"], choices=list(TESTS) + list(CASES))
-    p.add_argument("--variants", nargs="+", default=["base", "stack24k", "tf32x3", "stages1"],
+    p.add_argument("--variants", nargs="+", default=["base", "stack24k", "stages1"],
                    choices=list(VARIANTS))
     p.add_argument("--dtypes", nargs="+", default=["float32"], choices=DTYPES)
     p.add_argument("--launches", type=int, default=3, help="launches of each kernel per call, synced after each")

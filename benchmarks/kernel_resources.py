@@ -45,7 +45,7 @@ def kernel_launches(n: int, m: int, T: int, H: int, dtype: torch.dtype):
         return torch.empty(1, dtype=dt)
 
     x, op, f32 = ptr(dtype), ptr(D._operand_dtype(ptr(dtype))), ptr(torch.float32)
-    prec, sum_prec = dot_precision("exact_fp32", dtype), dot_precision("cancelling", dtype)
+    prec, sum_prec = dot_precision("tf32x3", dtype), dot_precision("cancelling", dtype)
     BN, BM, stages = D._block_n(n), D.BLOCK_M, D._stages(n, dtype)
     walk = dict(num_warps=D._warps(n), num_stages=stages)     # the walks and the sweep
     chunk = dict(num_warps=D._warps(n, chunk_program=True), num_stages=stages)

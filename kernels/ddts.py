@@ -47,16 +47,20 @@ once, everything of width n is cheap. So:
 Precision: gates, norms, cumsums, the state, every accumulation and the score block A are fp32 (A·v is
 a tf32 product: rounding A to bf16 was the largest error source in a CPU emulation, 1.7e-3 vs 0.5e-3
 relative); the chunk states h and dh are stored in fp32. The walks' other tensor-core operands (qg, kg,
-v, do, the state for q·S) are in the input dtype (bf16/fp16); fp32 inputs get IEEE fp32 dots throughout.
-The backward's ``ddts_bwd_sweep`` and ``ddts_bwd_chunk`` use 3-pass tf32 (≈ fp32) products for 16-bit
-inputs: ∂log α is formed as qs⊙∂qs − ke⊙∂ke, which cancels where the gates saturate (α̂ up to ~60),
-and with 1-pass tf32 there ∂tau_logits was 6.7e-3 relative error at T = 65 536 with logits × 30 on the
-H200 (3.5e-4 with 3-pass; bf16 walk operands, fp32 walk operands and fp32 h/dh each left it at
-6.6–7.2e-3).
+v, do, the state for q·S) are in the input dtype (bf16/fp16). fp32 inputs get 3-pass tf32 dots throughout
+(tensor cores, ≈ fp32: three tf32 products of the operands' high and low parts), not IEEE fp32 ones: those
+are FMA loops, and Triton 3.6 compiled the fp32 backward for minutes on an H200 host (``ddts_bwd_chunk``
+still in ``make_llir`` after 90 s, the tests' "fp32 hang": ``benchmarks/diagnose_ddts_hang.py``) into
+kernels that spilled 8–20 KB per thread. The backward's ``ddts_bwd_sweep`` and ``ddts_bwd_chunk`` use
+3-pass tf32 products for 16-bit inputs too: ∂log α is formed as qs⊙∂qs − ke⊙∂ke, which cancels where
+the gates saturate (α̂ up to ~60), and with 1-pass tf32 there ∂tau_logits was 6.7e-3 relative error at
+T = 65 536 with logits × 30 on the H200 (3.5e-4 with 3-pass; bf16 walk operands, fp32 walk operands
+and fp32 h/dh each left it at 6.6–7.2e-3).
 
 Tile sizes: C = 64, sub-block 16, BM = 64 value columns, n padded to a power of 2 (n ≥ 16 in practice);
 4 warps for the walks, 8 for the per-chunk programs (a dozen live [64, n] fp32 tiles); n ≤ 256, and
-at the largest tiles less shared memory (``_stages``, ``_sub_block``). Measured speed,
+at the largest tiles less shared memory (``_stages``, ``_sub_block``, and at n > 128 the forward's
+intra-chunk scores as two half-width products: a 3-pass dot keeps both parts of both operands). Measured speed,
 the cost of the 3-pass products and what is still slow: docs/benchmarks.md, "DDTS kernels". Any T (the
 last chunk is masked: its padded rows have log α = 0, k = 0), any B·H, and ``cu_seqlens`` packing
 (B = 1; empty and 1-token sequences are fine) via per-chunk tables.
@@ -215,7 +219,7 @@ def _walk(qg, kg, gc, A, v, initial_state, plan, *, store_states: bool, output_f
     grid = (num_seqs, H, cdiv(m, BLOCK_M))
     triton_module("ddts_triton").ddts_fwd_walk[grid](
         qg, kg, gc, A, v, o, h, h0, final, cu, chunk_off, T, NT, H, n, m, C=CHUNK, BN=_block_n(n), BM=BLOCK_M,
-        PREC=dot_precision("exact_fp32", v.dtype), STORE_H=store_states, USE_H0=h0 is not None,
+        PREC=dot_precision("tf32x3", v.dtype), STORE_H=store_states, USE_H0=h0 is not None,
         STORE_HT=output_final_state, VARLEN=varlen, num_warps=_warps(n), num_stages=_stages(n, v.dtype))
     return o, h, final
 
@@ -233,7 +237,7 @@ def _ddts_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g_logits: t
     A = torch.empty(B, T, H, CHUNK, device=q.device, dtype=torch.float32)  # bf16 here was the largest error
     triton_module("ddts_triton").ddts_prep_fwd[(NC, H)](q, k, g_logits, tau_logits, qg, kg, gc, A, cu, chunk_seq, chunk_local,
                              scale, T, NT, H, n, C=CHUNK, SB=SUB, BN=_block_n(n),
-                             PREC=dot_precision("exact_fp32", v.dtype), VARLEN=varlen,
+                             PREC=dot_precision("tf32x3", v.dtype), VARLEN=varlen,
                              num_warps=_warps(n, chunk_program=True))
     o, _, final = _walk(qg, kg, gc, A, v, initial_state, plan, store_states=False,
                         output_final_state=output_final_state)
@@ -264,7 +268,7 @@ def _ddts_backward(do: torch.Tensor, dfinal: torch.Tensor | None, q: torch.Tenso
     q, k, v, g_logits, tau_logits = (x.contiguous() for x in (q, k, v, g_logits, tau_logits))
     plan = _plan(q, cu_seqlens)
     varlen, NT, (cu, chunk_seq, chunk_local, chunk_off), NC, num_seqs = plan
-    BN, prec, warps, stages = _block_n(n), dot_precision("exact_fp32", v.dtype), _warps(n), _stages(n, v.dtype)
+    BN, prec, warps, stages = _block_n(n), dot_precision("tf32x3", v.dtype), _warps(n), _stages(n, v.dtype)
     # ∂log α cancels (see Precision): the products it is summed from get 3-pass tf32 (≈ fp32)
     sum_prec = dot_precision("cancelling", v.dtype)
     has_h0 = initial_state is not None

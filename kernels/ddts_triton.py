@@ -84,7 +84,7 @@ def _keys_and_gates(k, g, tau, base, off, mask):
 
 
 @triton.jit
-def _offdiag_scores(qs, ke, b, C: tl.constexpr, SB: tl.constexpr, PREC: tl.constexpr):
+def _offdiag_scores(qs, ke, b, C: tl.constexpr, SB: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr):
     """A[i, j] = Σ_n qs_in ke_jn e^{b_in − b_jn} for the SB×SB blocks strictly below the diagonal.
 
     One matmul per block row I, both factors scaled against r = b at the row before block I
@@ -98,7 +98,14 @@ def _offdiag_scores(qs, ke, b, C: tl.constexpr, SB: tl.constexpr, PREC: tl.const
         r = tl.sum(tl.where(rows[:, None] == I * SB - 1, b, 0.0), axis=0)
         qi = qs * tl.exp(tl.where((blk == I)[:, None], b - r[None, :], NEG_INF))
         kj = ke * tl.exp(tl.where((blk < I)[:, None], r[None, :] - b, NEG_INF))
-        A = tl.dot(qi, tl.trans(kj), A, input_precision=PREC)
+        if BN > 128:   # two half-width products: a 3-pass tf32 dot of [C, 256] fp32 tiles staged its four
+            # operand parts (hi, lo of each) in 256 KB of shared memory, over the 227 KB of an H100/H200
+            qa, qb = tl.split(tl.reshape(qi, [C, BN // 2, 2]))
+            ka, kb = tl.split(tl.reshape(kj, [C, BN // 2, 2]))
+            A = tl.dot(qa, tl.trans(ka), A, input_precision=PREC)
+            A = tl.dot(qb, tl.trans(kb), A, input_precision=PREC)
+        else:
+            A = tl.dot(qi, tl.trans(kj), A, input_precision=PREC)
     return A
 
 
@@ -143,7 +150,7 @@ def ddts_prep_fwd(q, k, g, tau, qg, kg, gc, A, cu, chunk_seq, chunk_local, scale
     tl.store(kg + base + off, (ke * tl.exp(bC[None, :] - b)).to(kg.dtype.element_ty), mask=mask)
     cols = tl.arange(0, BN)
     tl.store(gc + (ic.to(tl.int64) * H + ih) * N + cols, tl.exp(bC), mask=cols < N)
-    scores = _offdiag_scores(qs, ke, b, C, SB, PREC)
+    scores = _offdiag_scores(qs, ke, b, C, SB, BN, PREC)
     rows = tl.arange(0, C)
     cols_c = tl.arange(0, C)
     nrows = eos - tok0

@@ -24,13 +24,13 @@ INTERPRETER_SMS = 2
 # tl.dot's input_precision by policy, for (float32 inputs, 16-bit inputs). With 16-bit operands the dot
 # is a native 16-bit product whatever the setting; "tf32" then matters only for float32 intermediates
 # (e.g. an fp32 score block times fp32-cast values).
+# No policy asks for "ieee": IEEE fp32 dots are FMA loops off the tensor cores, and Triton 3.6 took minutes
+# to compile the DDTS backward's (make_llir, on an H200 host), whose kernels then spilled 8-20 KB per thread.
 PRECISION_POLICIES = {
-    # fp32 inputs get IEEE fp32 products; 16-bit inputs 1-pass tf32 for fp32 intermediates
-    "exact_fp32": ("ieee", "tf32"),
-    # fp32 inputs get 3-pass tf32 (≈ fp32, several times faster than IEEE on tensor cores)
+    # fp32 inputs get 3-pass tf32 (≈ fp32 on tensor cores); 16-bit inputs 1-pass tf32 for fp32 intermediates
     "tf32x3": ("tf32x3", "tf32"),
     # products whose sums cancel: ≈ fp32 for every input dtype
-    "cancelling": ("ieee", "tf32x3"),
+    "cancelling": ("tf32x3", "tf32x3"),
 }
 
 
