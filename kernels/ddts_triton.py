@@ -98,8 +98,9 @@ def _offdiag_scores(qs, ke, b, C: tl.constexpr, SB: tl.constexpr, BN: tl.constex
         r = tl.sum(tl.where(rows[:, None] == I * SB - 1, b, 0.0), axis=0)
         qi = qs * tl.exp(tl.where((blk == I)[:, None], b - r[None, :], NEG_INF))
         kj = ke * tl.exp(tl.where((blk < I)[:, None], r[None, :] - b, NEG_INF))
-        if BN > 128:   # two half-width products: a 3-pass tf32 dot of [C, 256] fp32 tiles staged its four
-            # operand parts (hi, lo of each) in 256 KB of shared memory, over the 227 KB of an H100/H200
+        if BN > 128 and PREC == "tf32x3":   # two half-width products: a 3-pass tf32 dot of [C, 256] fp32
+            # tiles staged its four operand parts (hi, lo of each) in 256 KB of shared memory, over the 227 KB
+            # of an H100/H200 (1-pass tf32, for 16-bit inputs, stages two: 128 KB, one product as before)
             qa, qb = tl.split(tl.reshape(qi, [C, BN // 2, 2]))
             ka, kb = tl.split(tl.reshape(kj, [C, BN // 2, 2]))
             A = tl.dot(qa, tl.trans(ka), A, input_precision=PREC)
