@@ -53,7 +53,8 @@ def train_one(spec_path: str, family: str, sets: list[str], device: str, deadlin
         raise SystemExit(f"{name}: no family {family!r} in {spec_path}")
     cfg = resolve_configs(points[0].sections)
     train_cfg, data_cfg = cfg["train"], cfg["data"]
-    train_cfg.device, train_cfg.progress, train_cfg.out_dir = device, False, None
+    # no run folder: nothing is kept but the printed lines (a checkpoint would need one)
+    train_cfg.device, train_cfg.progress, train_cfg.out_dir, train_cfg.checkpoint_every = device, False, None, 0
     train, test, tokenizer = build_data(data_cfg)
     model_cfg = ModelConfig.from_dict({**cfg["model_fields"], "vocab_size": data_vocab_size(data_cfg, tokenizer)})
     seed_everything(train_cfg.seed)

@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ["data.seq_len=16", "data.num_kv_pairs=2", "data.vocab_size=32", "data.num_train=64", "data.num_test=16",
        "train.max_steps=4", "train.eval_every=2", "train.batch_size=8", "train.eval_batch_size=16",
-       "train.warmup_steps=1", "model.d_model=32"]
+       "train.warmup_steps=1", "train.checkpoint_every=2", "model.d_model=32"]   # a probe keeps no checkpoint
 
 
 def probe(tmp_path, *variants):
