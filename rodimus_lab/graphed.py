@@ -37,11 +37,10 @@ __all__ = ["GraphedStep", "lm_loss"]
 
 
 def lm_loss(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``model(inputs, labels=labels).loss``; a RodimusLM skips its id-range check (a host sync: the
-    caller checks ids before they reach the device, e.g. the Trainer on the CPU batch)."""
-    from .model import RodimusLM
-
-    extra = {"check_inputs": False} if isinstance(model, RodimusLM) else {}
+    """``model(inputs, labels=labels).loss``; a model that checks its ids (a RodimusLM: ``check_ids``) skips
+    that check here (a host sync: the caller checks ids before they reach the device, e.g. the Trainer on
+    the CPU batch)."""
+    extra = {"check_inputs": False} if hasattr(model, "check_ids") else {}
     return model(inputs, labels=labels, **extra).loss
 
 

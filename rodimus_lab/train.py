@@ -46,7 +46,6 @@ from .checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint, 
 from .data.mqar import IGNORE, MQARSplit
 from .files import atomic_write
 from .graphed import GraphedStep
-from .model import RodimusLM
 
 __all__ = ["TrainConfig", "Trainer", "Callback", "AccuracyCheck", "TrainingDiverged", "RunFolderError", "evaluate",
            "param_groups", "no_weight_decay", "resolve_device", "run_files", "clear_run_folder"]
@@ -297,8 +296,9 @@ class Trainer:
         # before any resume(): it keeps the optimizer capturable when a checkpoint's state is loaded into it
         self.graphed_step = None if not c.cuda_graphs else GraphedStep(
             self.model, self.optimizer, grad_clip=c.grad_clip, autocast_dtype=_autocast_dtype(c.precision, self.device))
-        # a RodimusLM skips its id-range check on the device (a wait for it): the trainer checks the batch on the host
-        self._forward_kwargs = {"check_inputs": False} if isinstance(self.model, RodimusLM) else {}
+        # a model that can check ids (RodimusLM.check_ids) skips that check on the device, a wait for it: the
+        # trainer checks the batch on the host instead
+        self._forward_kwargs = {"check_inputs": False} if hasattr(self.model, "check_ids") else {}
         self._unread: list[dict] = []   # metrics of steps whose loss and grad norm are still device tensors
         self.step = 0
         self.history: list[dict] = []
