@@ -22,13 +22,12 @@ from .data.recipe import DataConfig, build_data
 from .files import atomic_write
 from .memory import cache_bytes
 from .model import RodimusLM
-from .train import Callback, TrainConfig, Trainer
+from .train import HOW_IT_RUNS, Callback, TrainConfig, Trainer
 
 __all__ = ["ExampleSlice", "RunResult", "RunCache", "run_key", "train_run"]
 
-# Fields that change how a run is shown or where it writes, not what it computes (cuda_graphs: the same step,
-# replayed; like the device, it moves the numbers by rounding only).
-_NOT_HASHED = ("progress", "out_dir", "device", "checkpoint_every", "keep_last", "log_every", "cuda_graphs")
+# Fields that change how a run executes or what it keeps on disk, not what it computes.
+_NOT_HASHED = HOW_IT_RUNS | {"checkpoint_every", "keep_last"}
 
 
 class ExampleSlice:

@@ -62,7 +62,7 @@ from .run_config import flag_value, resolve_configs
 from .config import ModelConfig
 from .data.recipe import build_data, data_vocab_size
 from .memory import cache_bytes, cache_elements
-from .train import Callback, Trainer
+from .train import HOW_IT_RUNS, Callback, Trainer
 
 __all__ = ["SweepSpec", "Point", "load_spec", "run_sweep", "read_results", "figure_series", "render", "point_status"]
 
@@ -335,7 +335,7 @@ def _same_run(run_dir: Path, trainer: Trainer) -> bool:
 
 
 # fields that may differ between the calls of one sweep (where and how it runs, not what it trains)
-_RUN_ONLY = {"train": {"device", "progress", "out_dir", "log_every", "cuda_graphs"}, "data": {"data_dir"}}
+_RUN_ONLY = {"train": HOW_IT_RUNS, "data": {"data_dir"}}
 
 
 def _comparable(point: Point, vocab_size: int) -> dict:

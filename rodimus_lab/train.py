@@ -94,6 +94,11 @@ def _is_device(v) -> bool:
     return isinstance(v, str) and (v in ("auto", "cpu") or v.startswith("cuda"))
 
 
+# TrainConfig fields that say where and how a run executes, not what it computes (cuda_graphs replays the
+# same step; like the device it moves the numbers by rounding only): run caches and sweeps ignore them.
+HOW_IT_RUNS = frozenset({"device", "progress", "out_dir", "log_every", "cuda_graphs"})
+
+
 @dataclass
 class TrainConfig(DictConfig):
     max_steps: int = setting(1000, "optimizer steps of the run", int_from(1))
