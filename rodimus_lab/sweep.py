@@ -4,6 +4,7 @@
     rodimus-lab sweep experiments/mqar_state_size.yaml --only Rodimus 'rodimus_plus--*'   # a named subset
     rodimus-lab sweep experiments/mqar_state_size.yaml --list                 # which points are done
     rodimus-lab sweep experiments/mqar_state_size.yaml --render               # the figure from results only
+    rodimus-lab sweep experiments/mqar_state_size.yaml --curves --only Rodimus   # learning curves of the points
 
 A spec (YAML or JSON) names the sections of a run config (``model``, ``train``, ``data``, as in
 ``rodimus-lab train --config``) and how they vary::
@@ -30,6 +31,15 @@ point stops at the budget with a checkpoint (it resumes next time) and no point 
 ``--workers N`` trains N points at a time, each in its own process on the same device: the small models of
 these sweeps leave a GPU mostly idle while one process launches kernels, so N processes finish sooner. The
 workers share the results file (appends are locked) and split the CPU threads between them.
+
+``--curves`` prints each selected point's learning curve from its run folder (``metrics.jsonl``): a row per
+evaluation, ``--curve-every STEPS`` adds one every STEPS steps. The best evaluation alone cannot tell "slow
+to learn" from "cannot learn"; the curve can. A probe of a few variants is a sweep into a scratch folder,
+then its curves (``--set`` changes every selected point; a variant outside the grid is another ``--out``)::
+
+    rodimus-lab sweep experiments/mqar_state_size.yaml --out /tmp/probe_w256 --only Rodimus+ \\
+        --set model.window=256 --device cuda --workers 4 --budget 450 --no-figure
+    rodimus-lab sweep experiments/mqar_state_size.yaml --out /tmp/probe_w256 --only Rodimus+ --curves
 """
 
 from __future__ import annotations
@@ -64,7 +74,8 @@ from .data.recipe import build_data, data_vocab_size
 from .memory import cache_bytes, cache_elements
 from .train import HOW_IT_RUNS, Callback, Trainer
 
-__all__ = ["SweepSpec", "Point", "load_spec", "run_sweep", "read_results", "figure_series", "render", "point_status"]
+__all__ = ["SweepSpec", "Point", "load_spec", "run_sweep", "read_results", "figure_series", "render", "point_status",
+           "learning_curve", "print_curves"]
 
 SPEC_KEYS = {"name", "description", "base", "grid", "families", "figure"}
 SECTIONS = ("model", "train", "data")
@@ -251,18 +262,23 @@ def _device_name(device: torch.device) -> str:
 
 # ------------------------------------------------------------------------------------------ results
 
-def read_results(out_dir: str | os.PathLike) -> list[dict]:
-    """The finished points of a sweep folder (an unfinished last line, from a kill mid-write, is ignored)."""
-    path = Path(out_dir) / RESULTS
+def _read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSONL file (none when it does not exist; an unfinished last line, from a kill
+    mid-write, is ignored)."""
     if not path.is_file():
         return []
-    records = []
+    rows = []
     for line in path.read_text().splitlines():
         try:
-            records.append(json.loads(line))
+            rows.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-    return records
+    return rows
+
+
+def read_results(out_dir: str | os.PathLike) -> list[dict]:
+    """The finished points of a sweep folder."""
+    return _read_jsonl(Path(out_dir) / RESULTS)
 
 
 def _append(out_dir: Path, record: dict) -> None:
@@ -286,10 +302,15 @@ def _resolved(point: Point) -> tuple[ModelConfig, object, object]:
     return fields, cfg["train"], cfg["data"]
 
 
+def _runs_dir(out_dir, runs_dir=None) -> Path:
+    """The folder of the points' run folders: ``--runs``, else ``<out>/points``."""
+    return Path(runs_dir) if runs_dir else Path(out_dir) / "points"
+
+
 def point_status(spec: SweepSpec, out_dir, runs_dir=None, only=None, overrides=None) -> list[tuple[str, str]]:
     """(point name, "done" | "partial (step N)" | "todo") for each selected point."""
     done = {r["point"] for r in read_results(out_dir)}
-    runs = Path(runs_dir) if runs_dir else Path(out_dir) / "points"
+    runs = _runs_dir(out_dir, runs_dir)
     status = []
     for p in spec.select(only, overrides):
         if p.name in done:
@@ -415,7 +436,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, *, only=None, overrid
               say=print) -> list[dict]:
     """Train every selected point not yet in ``<out_dir>/results.jsonl``; returns the records written now."""
     out_dir = Path(out_dir)
-    runs = Path(runs_dir) if runs_dir else out_dir / "points"
+    runs = _runs_dir(out_dir, runs_dir)
     deadline = time.monotonic() + budget_s if budget_s is not None else None
     done = {r["point"]: r for r in read_results(out_dir)}
     points = spec.select(only, overrides)
@@ -531,6 +552,60 @@ def render(spec: SweepSpec, out_dir: str | os.PathLike, say=print) -> dict:
     return paths
 
 
+# ------------------------------------------------------------------------------------------ learning curves
+
+def learning_curve(rows: list[dict], every: int = 0) -> list[dict]:
+    """A run's metrics log (the rows of ``metrics.jsonl``) as its learning curve: a row at each evaluation
+    and, with ``every``, one every that many steps. Each row holds the step, the mean training loss over the
+    steps logged since the row before (None if none were) and the evaluation's metrics at that step."""
+    curve, losses = [], []
+    for r in rows:
+        if r.get("kind") == "train":
+            losses.append(r["loss"])
+            if not (every and r["step"] % every == 0):
+                continue
+        elif r.get("kind") != "eval":
+            continue
+        evaluation = {k: v for k, v in r.items() if k.startswith("eval_")}
+        if curve and curve[-1]["step"] == r["step"]:   # the evaluation after its step's training row
+            curve[-1].update(evaluation)
+            continue
+        curve.append({"step": r["step"], "train_loss": sum(losses) / len(losses) if losses else None, **evaluation})
+        losses = []
+    return curve
+
+
+def _curve_table(curve: list[dict]) -> str:
+    columns = ["step", "train_loss", *dict.fromkeys(k for row in curve for k in row if k.startswith("eval_"))]
+    width = max(map(len, columns)) + 2
+
+    def cell(value) -> str:
+        text = "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+        return text.rjust(width)
+
+    return "\n".join("".join(row) for row in [[c.rjust(width) for c in columns]]
+                     + [[cell(row.get(c)) for c in columns] for row in curve])
+
+
+def print_curves(spec: SweepSpec, out_dir, *, runs_dir=None, only=None, overrides=None, every: int = 0,
+                 say=print) -> dict:
+    """Print the learning curve (:func:`learning_curve`) of each selected point from its run folder, finished
+    or not; returns {point name: curve} of those that have one."""
+    if every < 0:
+        raise ValueError(f"--curve-every {every}: give a number of steps (0: a row per evaluation only)")
+    runs, curves = _runs_dir(out_dir, runs_dir), {}
+    for name, status in point_status(spec, out_dir, runs_dir, only, overrides):
+        curve = learning_curve(_read_jsonl(runs / name / "metrics.jsonl"), every)
+        if curve:
+            curves[name] = curve
+            say(f"{name} ({status}):\n{_curve_table(curve)}")
+        else:
+            say(f"{name} ({status}): no learning curve in {runs / name}")
+    if not curves:
+        raise ValueError(f"no learning curve in {runs}: train the points first")
+    return curves
+
+
 # ------------------------------------------------------------------------------------------ command
 
 def add_arguments(p) -> None:
@@ -549,6 +624,11 @@ def add_arguments(p) -> None:
                    help="stop after this many seconds (the running point keeps a checkpoint and resumes next time)")
     p.add_argument("--list", action="store_true", help="list the points and which are done; train nothing")
     p.add_argument("--render", action="store_true", help="draw the figure from OUT/results.jsonl; train nothing")
+    p.add_argument("--curves", action="store_true",
+                   help="print each selected point's learning curve from its run folder (a row per evaluation, "
+                        "finished or not); train nothing")
+    p.add_argument("--curve-every", type=int, default=0, metavar="STEPS",
+                   help="with --curves: a row every STEPS steps too (the mean training loss since the row before)")
     p.add_argument("--progress", type=json.loads, default=True, metavar="true|false", help="progress bars")
     p.add_argument("--figure", action=argparse.BooleanOptionalAction, default=True,
                    help="draw the figure from the results after training (--no-figure: skip it, e.g. on a "
@@ -633,6 +713,9 @@ def main(args) -> int:
         return 0
     if args.render:
         render(spec, out)
+        return 0
+    if args.curves:
+        print_curves(spec, out, runs_dir=args.runs, only=args.only, overrides=overrides, every=args.curve_every)
         return 0
     if args.workers < 1:
         raise ValueError(f"--workers {args.workers}: give 1 or more processes")

@@ -196,6 +196,44 @@ def test_figure_from_the_results_fixture(tmp_path):
     assert table.count("\n") == 2 + len(rows) and "`rodimus--mem_size=4--lr=0.01`" in table
 
 
+def test_learning_curve_rows_at_evaluations_and_every_n_steps():
+    rows = [{"kind": "train", "step": s, "loss": float(s)} for s in range(1, 7)]
+    rows.insert(3, {"kind": "eval", "step": 3, "eval_loss": 0.5, "eval_accuracy": 0.25})
+    rows.append({"kind": "eval", "step": 6, "eval_loss": 0.4, "eval_accuracy": 0.75})
+    assert sweep.learning_curve(rows) == [{"step": 3, "train_loss": 2.0, "eval_loss": 0.5, "eval_accuracy": 0.25},
+                                          {"step": 6, "train_loss": 5.0, "eval_loss": 0.4, "eval_accuracy": 0.75}]
+    assert sweep.learning_curve(rows, every=2) == [
+        {"step": 2, "train_loss": 1.5}, {"step": 3, "train_loss": 3.0, "eval_loss": 0.5, "eval_accuracy": 0.25},
+        {"step": 4, "train_loss": 4.0}, {"step": 6, "train_loss": 5.5, "eval_loss": 0.4, "eval_accuracy": 0.75}]
+
+
+def test_curves_of_a_probe_come_from_the_run_folders(tmp_path, capsys):
+    """A probe: a sweep with --set and --only into a scratch --out, then --curves prints each point's curve."""
+    probe = ["sweep", str(TINY), "--out", str(tmp_path), "--only", "Transformer++",
+             "--set", "train.max_steps=6", "train.eval_every=3"]
+    assert main(probe + ["--curves"]) == 2
+    assert "no learning curve" in capsys.readouterr().err   # nothing trained yet
+    assert main(probe + ["--no-figure"]) == 0
+    capsys.readouterr()
+    assert main(probe[:5] + ["Transformer++", "rodimus--mem_size=4--lr=0.01", "--curves", "--curve-every", "2"]) == 0
+    said = capsys.readouterr().out
+    assert "rodimus--mem_size=4--lr=0.01 (todo): no learning curve" in said
+    for record in lines(tmp_path):
+        metrics = [json.loads(line) for line in
+                   (tmp_path / "points" / record["point"] / "metrics.jsonl").read_text().splitlines()]
+        losses = [r["loss"] for r in metrics if r["kind"] == "train"]
+        block = said.split(f"{record['point']} (done):\n")[1].splitlines()
+        header, rows = block[0].split(), [line.split() for line in block[1:5]]
+        assert header == ["step", "train_loss", "eval_loss", "eval_ppl", "eval_accuracy"]
+        assert [row[0] for row in rows] == ["2", "3", "4", "6"]   # every 2 steps and at each evaluation (--set)
+        assert float(rows[1][1]) == pytest.approx(losses[2], abs=1e-4)        # step 3: the mean since step 2
+        assert float(rows[3][1]) == pytest.approx(sum(losses[4:6]) / 2, abs=1e-4)
+        assert rows[0][2:] == ["-", "-", "-"]
+        final = record["final"]
+        assert [float(v) for v in rows[3][2:]] == pytest.approx(
+            [final["eval_loss"], final["eval_ppl"], final["eval_accuracy"]], abs=1e-4)
+
+
 def test_cli_list_and_missing_results(tmp_path, capsys):
     assert main(["sweep", str(TINY), "--list", "--out", str(tmp_path)]) == 0
     assert capsys.readouterr().out.count("todo") == 6
