@@ -28,7 +28,7 @@ from .config import ConfigError
 from .data.recipe import DataConfig, build_data, data_vocab_size, validation_split
 from .data.text import DataUnavailableError
 from .run_config import SECTIONS, flag_value, read_config_file, resolve_configs
-from .train import AccuracyCheck, TrainConfig, Trainer, clear_run_folder, evaluate, run_files
+from .train import HOW_IT_RUNS, AccuracyCheck, TrainConfig, Trainer, clear_run_folder, evaluate, run_files
 
 __all__ = ["main", "resolve_configs", "DEMO", "EXAMPLES"]
 
@@ -193,11 +193,11 @@ def _fresh_folder(out: str) -> str:
     return candidate
 
 
-# On --resume a flag may change these (how long and how the run goes on); every other field is the
-# saved run's, and a flag that disagrees with it is an error.
+# On --resume a flag may change these (how long and how the run goes on: train.HOW_IT_RUNS, e.g. the device
+# or --cuda-graphs); every other field is the saved run's, and a flag that disagrees with it is an error.
 RESUME_MAY_CHANGE = {
     "train": {"max_steps", "eval_every", "eval_batch_size", "checkpoint_every", "keep_last", "stop_at_accuracy",
-              "progress", "device", "out_dir"},
+              *HOW_IT_RUNS},
     "model": {"backend"},
     "data": {"data_dir"},
 }

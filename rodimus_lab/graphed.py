@@ -21,9 +21,10 @@ Every call is one real training step, warm-up ones included: the same operations
 What a captured step must not do: read a device value on the host (``.item()``, ``float(t)``, a
 Python ``if`` on a tensor: the project's models skip their one such check, the id range, here), change
 shapes between steps, or build tensors on the CPU and copy them in. A step that does raises a
-RuntimeError at capture that says so. Parameters, gradients and optimizer state keep their storage from
-replay to replay; ``optimizer.load_state_dict`` (resuming a checkpoint) replaces the state, so the next
-call captures anew.
+``NotCapturable`` at capture that says so; nothing of that call has run, so the caller may run the same
+step eagerly (the Trainer does under ``cuda_graphs = "auto"``). Parameters, gradients and optimizer state
+keep their storage from replay to replay; ``optimizer.load_state_dict`` (resuming a checkpoint) replaces
+the state, so the next call captures anew.
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["GraphedStep", "lm_loss"]
+__all__ = ["GraphedStep", "NotCapturable", "lm_loss"]
+
+
+class NotCapturable(RuntimeError):
+    """This step cannot be replayed as a CUDA graph: it does work a graph cannot record, or its batch's shapes
+    differ from the recorded ones. Nothing of the call that raised it has run: the step may run eagerly."""
 
 
 def lm_loss(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -133,7 +139,7 @@ class GraphedStep:
         shapes = [(tuple(x.shape), x.dtype, tuple(y.shape), y.dtype) for x, y in pairs]
         held = [(tuple(x.shape), x.dtype, tuple(y.shape), y.dtype) for x, y in zip(self._inputs, self._labels)]
         if shapes != held:
-            raise ValueError(f"a CUDA graph replays fixed shapes: this step's micro-batches are {shapes}, the "
+            raise NotCapturable(f"a CUDA graph replays fixed shapes: this step's micro-batches are {shapes}, the "
                              f"captured ones {held}. Give every step the same number and shape of micro-batches "
                              "(drop a last, smaller batch), or train eagerly.")
         for buffers, tensors in ((self._inputs, [x for x, _ in pairs]), (self._labels, [y for _, y in pairs])):
@@ -164,15 +170,22 @@ class GraphedStep:
         torch.cuda.synchronize(self.device)
         self.optimizer.zero_grad(set_to_none=True)   # the captured backward allocates the gradients it replays into
         graph = torch.cuda.CUDAGraph()
+        stream = torch.cuda.current_stream(self.device)
         try:
             with torch.cuda.graph(graph):
                 self._losses, self._grad_norm = self._step()
         except RuntimeError as e:
-            raise RuntimeError(
+            # Recorded work has not run: the parameters and the optimizer state are as before this call. A
+            # capture that ends in an error leaves its side stream current and gradients from its memory pool.
+            torch.cuda.set_stream(stream)
+            self.optimizer.zero_grad(set_to_none=True)
+            # when capture_end fails too, its error is the one raised and the step's own is its context
+            said = "; then ".join(str(x).strip() for x in (e.__context__, e) if x is not None)
+            raise NotCapturable(
                 "the training step could not be captured as a CUDA graph: something in it waits for the GPU "
                 "(.item(), float(tensor), a Python branch on a tensor's value, a CPU tensor copied in) or "
                 "changes from step to step. Train eagerly (TrainConfig.cuda_graphs = False, bench mode "
-                f"'eager'), or remove that work from the step (a RodimusLM: check_inputs=False). Capture said: {e}"
+                f"'eager'), or remove that work from the step (a RodimusLM: check_inputs=False). Capture said: {said}"
             ) from e
         self.graph = graph
 

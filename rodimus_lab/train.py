@@ -20,8 +20,11 @@ The host does not wait for the device inside a step: a step's loss and gradient 
 device until they are read, once for all steps since the last read, every ``log_every`` steps (and
 before an evaluation, a checkpoint and the end). Each step is still logged with its own numbers;
 with ``log_every`` > 1 its row, its ``on_step`` call and the divergence check come at the read.
-Batches go to a GPU from page-locked memory, asynchronously. ``cuda_graphs`` replays the whole step
-as one CUDA graph (``rodimus_lab.graphed``), which removes the host's launch work from every step.
+Batches go to a GPU from page-locked memory, asynchronously. On one CUDA device and in one process the
+whole step is replayed as one CUDA graph (``rodimus_lab.graphed``), which removes the host's launch work
+from every step: ``cuda_graphs = "auto"`` (the default) chooses it where it applies (:func:`choose_step`;
+``trainer.step_choice`` says which step runs and why, and a run with a progress bar prints it), ``True``
+insists on it, ``False`` trains eagerly.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ import json
 import math
 import os
 import re
+import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,10 +50,11 @@ from .config import (BOOL, Allowed, ConfigError, DictConfig, int_from, number_ab
 from .checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .data.mqar import IGNORE, MQARSplit
 from .files import atomic_write
-from .graphed import GraphedStep
+from .graphed import GraphedStep, NotCapturable
 
 __all__ = ["TrainConfig", "Trainer", "Callback", "AccuracyCheck", "TrainingDiverged", "RunFolderError", "evaluate",
-           "param_groups", "no_weight_decay", "resolve_device", "run_files", "clear_run_folder"]
+           "param_groups", "no_weight_decay", "resolve_device", "run_files", "clear_run_folder", "StepChoice",
+           "choose_step"]
 
 
 _CHECKPOINT_FILE = re.compile(r"^\.?ckpt-\d+\.(json|safetensors)(\.tmp-\d+)?$")
@@ -128,14 +134,16 @@ class TrainConfig(DictConfig):
     log_every: int = setting(1, "steps between reads of the training loss and gradient norm on the host (each read "
                              "waits for the device); every step is still logged, with its own values, at the read",
                              int_from(1))
-    cuda_graphs: bool = setting(False, "replay the whole training step as one CUDA graph (CUDA only, one process, "
-                                "fixed batch shapes; fused AdamW): removes the host's launch work, which bounds "
-                                "small models' steps", BOOL)
+    cuda_graphs: bool | str = setting(
+        "auto", "replay the whole training step as one CUDA graph (fused AdamW): removes the host's launch work, "
+        "which bounds small models' steps. auto: where it applies (a CUDA device, one process), else eager; true: "
+        "always (an error where it cannot); false: eager",
+        Allowed("'auto', true or false", lambda v: v == "auto" or isinstance(v, bool), ("auto", True, False)))
 
     def check(self) -> None:
         self.need("batch_size", self.batch_size % self.grad_accum == 0, f"a multiple of grad_accum = {self.grad_accum}")
-        self.need("cuda_graphs", not (self.cuda_graphs and self.device == "cpu"),
-                  "False with device 'cpu' (CUDA graphs need a CUDA device)")
+        self.need("cuda_graphs", not (self.cuda_graphs is True and self.device == "cpu"),
+                  "'auto' or false with device 'cpu' (CUDA graphs need a CUDA device)")
 
     def lr_at(self, step: int) -> float:
         """Linear warmup to ``lr``, then a cosine down to ``lr · min_lr_ratio`` at ``max_steps``."""
@@ -143,6 +151,36 @@ class TrainConfig(DictConfig):
             return self.lr * (step + 1) / self.warmup_steps
         progress = min(1.0, (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps))
         return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@dataclass(frozen=True)
+class StepChoice:
+    """How the Trainer runs its step: replayed as one CUDA graph or eagerly, and why (the run's log line)."""
+    graphed: bool
+    reason: str
+
+    def __str__(self) -> str:
+        return f"training step: {'one CUDA graph, replayed' if self.graphed else 'eager'} ({self.reason})"
+
+
+def choose_step(cuda_graphs: bool | str, device: torch.device, world_size: int) -> StepChoice:
+    """The step the Trainer runs for ``TrainConfig.cuda_graphs`` ("auto", True or False) on ``device`` with
+    ``world_size`` processes. A graph (``GraphedStep``) applies on a CUDA device in one process: the Trainer
+    builds the capturable fused AdamW it needs and gives it batches of one shape. "auto" takes it there and
+    trains eagerly elsewhere; True raises a ConfigError where it does not apply."""
+    if cuda_graphs is False:
+        return StepChoice(False, "train.cuda_graphs = false")
+    if device.type != "cuda":
+        why = f"the device is {device}, and CUDA graphs need a CUDA device"
+    elif world_size > 1:
+        why = f"{world_size} processes: the gradient exchange of DistributedDataParallel is not captured"
+    else:
+        said = "true" if cuda_graphs is True else "auto (false trains eagerly)"
+        return StepChoice(True, f"train.cuda_graphs = {said}: one CUDA device, one process")
+    if cuda_graphs is True:
+        raise ConfigError(f"TrainConfig.cuda_graphs = True, but {why}: set cuda_graphs = 'auto' (a graph where one "
+                          "applies) or False", "TrainConfig", "cuda_graphs")
+    return StepChoice(False, f"train.cuda_graphs = auto, but {why}")
 
 
 class Callback:
@@ -283,11 +321,7 @@ class Trainer:
             rank, world_size = info.rank, info.world_size
         distributed.check_global_batch(self.config.batch_size, self.config.grad_accum, world_size)
         self.device = resolve_device(self.config.device)
-        if self.config.cuda_graphs and (self.device.type != "cuda" or world_size > 1):
-            why = (f"one process, not {world_size} (DistributedDataParallel is not captured)" if world_size > 1
-                   else f"a CUDA device, but device {self.config.device!r} is {self.device}")
-            raise ConfigError(f"TrainConfig.cuda_graphs = True needs {why}: set cuda_graphs = False",
-                              "TrainConfig", "cuda_graphs")
+        self.step_choice = choose_step(self.config.cuda_graphs, self.device, world_size)
         self.model = model.to(self.device)
         self.ddp_model = distributed.wrap_model(self.model, self.device)   # what train_step runs
         self.train_data, self.eval_data = train_data, eval_data
@@ -295,11 +329,11 @@ class Trainer:
         self.meta = meta or {}
         self.rank, self.world_size = rank or 0, world_size
         c = self.config
-        graphed = dict(fused=True, capturable=True) if c.cuda_graphs else {}
+        graphed = dict(fused=True, capturable=True) if self.step_choice.graphed else {}
         self.optimizer = torch.optim.AdamW(param_groups(self.model, c.weight_decay), lr=c.lr,
                                            betas=(c.beta1, c.beta2), **graphed)
         # before any resume(): it keeps the optimizer capturable when a checkpoint's state is loaded into it
-        self.graphed_step = None if not c.cuda_graphs else GraphedStep(
+        self.graphed_step = None if not self.step_choice.graphed else GraphedStep(
             self.model, self.optimizer, grad_clip=c.grad_clip, autocast_dtype=_autocast_dtype(c.precision, self.device))
         # a model that can check ids (RodimusLM.check_ids) skips that check on the device, a wait for it: the
         # trainer checks the batch on the host instead
@@ -348,9 +382,9 @@ class Trainer:
         self.model.train()
         lr = c.lr_at(self.step)
         micros = [self._batch(micro) for micro in self.batch_indices(self.step).chunk(c.grad_accum)]
-        if self.graphed_step is not None:
-            self.graphed_step.set_lr(lr)
-            losses, grad_norm = self.graphed_step(micros)
+        replayed = self._replay(micros, lr) if self.graphed_step is not None else None
+        if replayed is not None:
+            losses, grad_norm = replayed
         else:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -371,6 +405,23 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return {"step": self.step, "loss": losses, "lr": lr, "grad_norm": grad_norm}
+
+    def _replay(self, micros, lr: float):
+        """The step as a CUDA graph: (losses, grad norm), or None when it cannot be captured under
+        ``cuda_graphs = "auto"`` (nothing of it has run: the caller runs it eagerly, as every later step)."""
+        self.graphed_step.set_lr(lr)
+        try:
+            return self.graphed_step(micros)
+        except NotCapturable as e:
+            if self.config.cuda_graphs is True:
+                raise
+            self.graphed_step = None
+            self.step_choice = StepChoice(False, f"train.cuda_graphs = auto, but step {self.step + 1} could not "
+                                                 "run as a CUDA graph")
+            warnings.warn(f"train.cuda_graphs = auto: the training step runs eagerly from step {self.step + 1} on, "
+                          f"because {str(e).rstrip('.')}. To train eagerly from the start, without this warning, "
+                          "set train.cuda_graphs = false.", RuntimeWarning, stacklevel=2)
+            return None
 
     def _batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The examples at ``indices``, their ids checked where they are (on the host for the usual CPU data)."""
@@ -418,6 +469,8 @@ class Trainer:
         c = self.config
         self._claim_out_dir()
         self._write_run_config()
+        if c.progress and self.is_main:
+            print(self.step_choice, file=sys.stderr, flush=True)
         start_time = time.perf_counter()
         bar = tqdm(total=c.max_steps, initial=self.step, desc="train", disable=not (c.progress and self.is_main),
                    dynamic_ncols=True)

@@ -202,12 +202,14 @@ def test_train_into_a_run_folder_names_resume_and_overwrite(mqar_run, capsys):
 def test_resume_takes_the_saved_config(mqar_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(mqar_run, run)
-    code, out, err = _run(capsys, "train", "--out", run, "--resume", "--max-steps", 6, "--eval-every", 3)
+    code, out, err = _run(capsys, "train", "--out", run, "--resume", "--max-steps", 6, "--eval-every", 3,
+                          "--cuda-graphs", "false", "--log-every", 2)   # how it runs may change (train.HOW_IT_RUNS)
     assert code == 0, err
     assert "at step 4" in out and "d_model 32" in out      # the run's own model, no flags repeated
     assert _steps(run) == [1, 2, 3, 4, 5, 6]
     saved = json.loads((run / "config.json").read_text())
     assert saved["model"]["d_model"] == 32 and saved["train"]["max_steps"] == 6 and saved["data"]["seq_len"] == 16
+    assert saved["train"]["cuda_graphs"] is False and saved["train"]["log_every"] == 2
     code, out, _ = _run(capsys, "eval", "--checkpoint", run)   # the folder's latest checkpoint: step 6
     assert code == 0 and json.loads(out)["step"] == 6
 

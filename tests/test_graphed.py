@@ -1,10 +1,16 @@
 """The training step as a CUDA graph (rodimus_lab.graphed) and the Trainer's host reads.
 
-CPU: the refusals and their messages; the Trainer's logged losses are the mean of each step's micro-batch
+CPU: the refusals and their messages; which step the Trainer chooses (``cuda_graphs`` "auto", the default:
+graphed on one CUDA device in one process, else eager, and why) and its fall-back to the eager step when a
+capture fails under "auto"; the Trainer's logged losses are the mean of each step's micro-batch
 losses at the weights before the step, and ``log_every`` reads them in batches without changing a number.
 GPU (``-m gpu``): graphed steps give the losses of the same eager steps (Rodimus, Rodimus+, Transformer++),
-a changing lr included, and a graphed Trainer run (and its resume) gives the eager run's losses.
+a changing lr included; a graphed Trainer run (and its resume) gives the eager run's losses; a Trainer with
+the default config runs graphed on a GPU.
 """
+
+import re
+import warnings
 
 import pytest
 import torch
@@ -12,8 +18,9 @@ import torch
 from rodimus_lab import ModelConfig, RodimusLM, seed_everything
 from rodimus_lab.config import ConfigError
 from rodimus_lab.data.mqar import make_mqar_splits, mqar_preset
-from rodimus_lab.graphed import GraphedStep
-from rodimus_lab.train import Callback, TrainConfig, Trainer
+from rodimus_lab import train
+from rodimus_lab.graphed import GraphedStep, NotCapturable
+from rodimus_lab.train import Callback, StepChoice, TrainConfig, Trainer, choose_step
 
 CUDA = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (run on the H200 with `pytest -m gpu`)")
@@ -53,16 +60,106 @@ def test_graphed_step_refuses_the_cpu():
         GraphedStep(model, torch.optim.AdamW(model.parameters(), capturable=True))
 
 
-def test_cuda_graphs_on_a_cpu_device_names_the_field():
-    with pytest.raises(ConfigError, match="cuda_graphs") as caught:
-        TrainConfig(cuda_graphs=True, device="cpu")
+@pytest.mark.parametrize("value", [True, 1, "yes"])
+def test_cuda_graphs_values_the_config_refuses_name_the_field(value):
+    """True on a CPU device; anything but "auto", true and false (1 is not true)."""
+    with pytest.raises(ConfigError, match="TrainConfig.cuda_graphs.*'auto'") as caught:
+        TrainConfig(cuda_graphs=value, device="cpu")
     assert caught.value.field == "cuda_graphs"
 
 
+def test_the_default_is_the_graphed_step_where_it_applies():
+    """The default must stay "auto": a user who trains on a GPU gets the graphed step without knowing the flag."""
+    assert TrainConfig().cuda_graphs == "auto"
+    assert choose_step(TrainConfig().cuda_graphs, torch.device("cuda"), 1).graphed
+
+
+@pytest.mark.parametrize("setting, device, world, graphed, why", [
+    ("auto", "cuda", 1, True, "auto.*one CUDA device, one process"),
+    ("auto", "cuda:1", 1, True, "one CUDA device"),
+    (True, "cuda", 1, True, "= true"),
+    ("auto", "cpu", 1, False, "auto, but the device is cpu, and CUDA graphs need a CUDA device"),
+    ("auto", "cuda", 2, False, "auto, but 2 processes: .*DistributedDataParallel"),
+    (False, "cuda", 1, False, "= false"),
+    (False, "cpu", 4, False, "= false"),
+])
+def test_choose_step(setting, device, world, graphed, why):
+    choice = choose_step(setting, torch.device(device), world)
+    assert choice.graphed is graphed
+    assert str(choice).startswith("training step: " + ("one CUDA graph" if graphed else "eager"))
+    assert re.search(why, choice.reason), choice.reason
+
+
+@pytest.mark.parametrize("device, world, why", [("cpu", 1, "need a CUDA device"), ("cuda", 2, "2 processes")])
+def test_cuda_graphs_true_where_it_cannot_apply_names_the_field_and_the_fix(device, world, why):
+    with pytest.raises(ConfigError, match=rf"cuda_graphs = True, but .*{why}.*set cuda_graphs = 'auto'.* or False"):
+        choose_step(True, torch.device(device), world)
+
+
 @pytest.mark.skipif(CUDA, reason="'auto' resolves to the CPU only without CUDA")
-def test_cuda_graphs_with_auto_on_a_cpu_machine_names_the_field(task):
-    with pytest.raises(ConfigError, match=r"cuda_graphs = True needs a CUDA device.*cuda_graphs = False"):
+def test_cuda_graphs_true_on_a_cpu_machine_names_the_field(task):
+    with pytest.raises(ConfigError, match="cuda_graphs = True, but the device is cpu") as caught:
         _trainer(task, cuda_graphs=True)
+    assert caught.value.field == "cuda_graphs"
+
+
+def test_the_default_trains_eagerly_on_the_cpu_and_says_so(task, capsys):
+    trainer = _trainer(task, device="cpu", max_steps=2, progress=True)
+    assert trainer.step_choice == StepChoice(False, "train.cuda_graphs = auto, but the device is cpu, and CUDA "
+                                                    "graphs need a CUDA device")
+    assert trainer.graphed_step is None
+    trainer.fit()
+    log = capsys.readouterr().err
+    assert "training step: eager (train.cuda_graphs = auto, but the device is cpu" in log
+    quiet = _trainer(task, device="cpu", max_steps=2)   # progress off: nothing printed
+    quiet.fit()
+    assert "training step" not in capsys.readouterr().err
+
+
+class CaptureFails:
+    """What the Trainer sees of a GraphedStep whose capture fails (as a step that reads a device value does):
+    NotCapturable on its first call, before anything of the step ran."""
+
+    def __init__(self, model, optimizer, **settings):
+        self.optimizer = optimizer
+
+    def set_lr(self, lr):
+        pass
+
+    def __call__(self, micro_batches):
+        raise NotCapturable("the training step could not be captured as a CUDA graph: (...) Capture said: "
+                            "operation not permitted when stream is capturing")
+
+
+def _capture_fails(monkeypatch):
+    """From here on the Trainer on this CPU chooses the graphed step, whose capture then fails."""
+    monkeypatch.setattr(train, "choose_step", lambda *args: StepChoice(True, "as on a GPU"))
+    monkeypatch.setattr(train, "GraphedStep", CaptureFails)
+
+
+def test_a_failed_capture_under_auto_falls_back_to_the_eager_step(task, monkeypatch):
+    eager = _trainer(task, max_steps=6)
+    eager.fit()
+    _capture_fails(monkeypatch)
+    trainer = _trainer(task, max_steps=6)
+    with pytest.warns(RuntimeWarning, match=r"cuda_graphs = auto: the training step runs eagerly from step 1 on, "
+                      r"because .*operation not permitted when stream is capturing\. .*train\.cuda_graphs = false"):
+        trainer.fit()
+    assert trainer.graphed_step is None and not trainer.step_choice.graphed
+    assert "step 1 could not run as a CUDA graph" in trainer.step_choice.reason
+    # the same steps as the eager run's (its AdamW is not the fused one: equal up to rounding)
+    fell_back, plain = (torch.tensor([loss for _, loss, _, _ in _train_rows(t.history)]) for t in (trainer, eager))
+    assert len(fell_back) == 6 and torch.allclose(fell_back, plain, rtol=1e-5, atol=0)
+
+
+def test_a_failed_capture_under_true_raises(task, monkeypatch):
+    _capture_fails(monkeypatch)
+    trainer = _trainer(task, max_steps=6, cuda_graphs=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no fall-back warning either
+        with pytest.raises(NotCapturable, match="operation not permitted"):
+            trainer.fit()
+    assert trainer.step == 0
 
 
 def test_logged_loss_is_the_mean_of_the_micro_batches_before_the_step(task):
@@ -166,7 +263,7 @@ def test_gpu_graphed_trainer_matches_eager_and_resumes(block, task, tmp_path):
     def run(callbacks=(), **overrides):
         return _trainer(task, callbacks, cfg, **{**common, **overrides})
 
-    eager = run()
+    eager = run(cuda_graphs=False)
     eager.fit()
     graphed = run(cuda_graphs=True, out_dir=str(tmp_path / "full"))
     graphed.fit()
@@ -186,3 +283,23 @@ def test_gpu_graphed_trainer_matches_eager_and_resumes(block, task, tmp_path):
     resumed.fit()
     r = torch.tensor([loss for _, loss, _, _ in _train_rows(resumed.history)])
     assert len(r) == 12 and ((r - g).abs() / g).max() <= 5e-3
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_a_default_trainer_runs_graphed_and_gives_the_eager_losses(task, capsys):
+    """What a user gets on a GPU without knowing the flag: the graphed step (captured, no fall-back), the
+    eager step's losses."""
+    cfg = dict(vocab_size=64, d_model=128, n_layers=2, mem_size=16, block="rodimus_plus", window=8)
+    default = _trainer(task, model=cfg, max_steps=10, grad_accum=2, progress=True)   # device and cuda_graphs: auto
+    assert default.step_choice.graphed and default.graphed_step is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # a fall-back to the eager step warns
+        default.fit()
+    assert default.graphed_step is not None and default.graphed_step.graph is not None   # captured, replayed
+    assert "training step: one CUDA graph, replayed (train.cuda_graphs = auto" in capsys.readouterr().err
+    eager = _trainer(task, model=cfg, max_steps=10, grad_accum=2, cuda_graphs=False)
+    eager.fit()
+    g, e = (torch.tensor([loss for _, loss, _, _ in _train_rows(t.history)]) for t in (default, eager))
+    print("default", g.tolist(), "eager", e.tolist())
+    assert len(g) == 10 and ((g - e).abs() / e).max() <= 5e-3
