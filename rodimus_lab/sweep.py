@@ -70,9 +70,9 @@ from . import paper as paper_points
 from .checkpoint import CheckpointError, latest_checkpoint
 from .run_config import flag_value, resolve_configs
 from .config import ModelConfig
-from .data.recipe import build_data, data_vocab_size
+from .data.recipe import DataConfig, build_data, data_vocab_size
 from .memory import cache_bytes, cache_elements
-from .train import HOW_IT_RUNS, Callback, Trainer
+from .train import HOW_IT_RUNS, Callback, Trainer, TrainConfig
 
 __all__ = ["SweepSpec", "Point", "load_spec", "run_sweep", "read_results", "figure_series", "render", "point_status",
            "learning_curve", "print_curves"]
@@ -177,9 +177,8 @@ def spec_from_dict(d: dict, path: str | None = None) -> SweepSpec:
         _check_key(key, f"{where}: grid")
         if not isinstance(values, list) or not values:
             raise ValueError(f"{where}: grid[{key!r}] must be a non-empty list of values, got {values!r}")
+    families = {family: spec or {} for family, spec in families.items()}   # a bare label: no sections of its own
     for family, spec in families.items():
-        spec = spec or {}
-        families[family] = spec
         extra = set(spec) - set(SECTIONS) - {"grid"}
         if extra:
             raise ValueError(f"{where}: family {family!r} has unknown key(s) {sorted(extra)}; "
@@ -294,7 +293,8 @@ def _append(out_dir: Path, record: dict) -> None:
         os.replace(tmp, path)
 
 
-def _resolved(point: Point) -> tuple[ModelConfig, object, object]:
+def _resolved(point: Point) -> tuple[dict, TrainConfig, DataConfig]:
+    """The point's model fields (before the data set the vocabulary) and its train and data configs."""
     cfg = resolve_configs(point.sections)
     fields = dict(cfg["model_fields"])
     if "vocab_size" in fields:
@@ -344,33 +344,37 @@ def _best(evals: list[dict]) -> dict:
     return best
 
 
-def _same_run(run_dir: Path, trainer: Trainer) -> bool:
-    """Does the folder hold a checkpoint of exactly this point's config?"""
-    config = run_dir / "config.json"
-    if latest_checkpoint(run_dir / "checkpoints") is None or not config.is_file():
-        return False
-    try:
-        return json.loads(config.read_text()) == json.loads(json.dumps(trainer.run_config()))
-    except json.JSONDecodeError:
-        return False
-
-
 # fields that may differ between the calls of one sweep (where and how it runs, not what it trains)
 _RUN_ONLY = {"train": HOW_IT_RUNS, "data": {"data_dir"}}
 
 
-def _comparable(point: Point, vocab_size: int) -> dict:
-    model_fields, train_cfg, data_cfg = _resolved(point)
-    current = {"model": ModelConfig.from_dict({**model_fields, "vocab_size": vocab_size}).to_dict(),
-               "train": train_cfg.to_dict(), "data": data_cfg.to_dict()}
-    return json.loads(json.dumps(current))
+def _what_it_trains(config: dict) -> dict:
+    """The sections of a run's config without the fields that may differ between the calls of a sweep
+    (as JSON gives them back: tuples as lists)."""
+    config = json.loads(json.dumps(config))
+    return {s: {k: v for k, v in config.get(s, {}).items() if k not in _RUN_ONLY.get(s, ())} for s in SECTIONS}
+
+
+def _same_run(run_dir: Path, trainer: Trainer) -> bool:
+    """Does the folder hold a checkpoint of this point's config (another device or worker count is the
+    same run: a sweep killed in one call continues in the next)?"""
+    config = run_dir / "config.json"
+    if latest_checkpoint(run_dir / "checkpoints") is None or not config.is_file():
+        return False
+    try:
+        return _what_it_trains(json.loads(config.read_text())) == _what_it_trains(trainer.run_config())
+    except json.JSONDecodeError:
+        return False
 
 
 def _check_unchanged(point: Point, record: dict, out_dir: Path) -> None:
     """A finished point whose config has changed since would mix two sweeps in one results file."""
-    now = _comparable(point, record["config"]["model"]["vocab_size"])
-    changed = [f"{s}.{k}: {record['config'][s].get(k)!r} → {now[s][k]!r}" for s in SECTIONS for k in now[s]
-               if k not in _RUN_ONLY.get(s, ()) and record["config"][s].get(k) != now[s][k]]
+    model_fields, train_cfg, data_cfg = _resolved(point)
+    model_cfg = ModelConfig.from_dict({**model_fields, "vocab_size": record["config"]["model"]["vocab_size"]})
+    now = _what_it_trains({"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "data": data_cfg.to_dict()})
+    before = _what_it_trains(record["config"])
+    changed = [f"{s}.{k}: {before[s].get(k)!r} → {v!r}" for s in SECTIONS for k, v in now[s].items()
+               if before[s].get(k) != v]
     if changed:
         raise ValueError(f"{out_dir / RESULTS} holds point {point.name} trained with another config "
                          f"({'; '.join(changed)}): write to another --out, or delete that line to train it again")
@@ -390,19 +394,22 @@ def run_point(spec: SweepSpec, point: Point, run_dir: Path, *, data_cache: dict,
         data_cache[key] = build_data(data_cfg)
     train, test, tokenizer = data_cache[key]
     model_cfg = ModelConfig.from_dict({**model_fields, "vocab_size": data_vocab_size(data_cfg, tokenizer)})
-    seed_everything(train_cfg.seed)
     deadline_cb = _Deadline(deadline)
     meta = {"data": data_cfg.to_dict(), "sweep": {"name": spec.name, "point": point.name, "family": point.family}}
-    trainer = Trainer(RodimusLM(model_cfg), train, test, train_cfg, callbacks=[deadline_cb], meta=meta)
-    resumed_from = None
+
+    def new_trainer() -> Trainer:   # seeded before the model is drawn: a point started again starts as a fresh one
+        seed_everything(train_cfg.seed)
+        return Trainer(RodimusLM(model_cfg), train, test, train_cfg, callbacks=[deadline_cb], meta=meta)
+
+    trainer, resumed_from = new_trainer(), None
     if _same_run(run_dir, trainer):
         try:
             resumed_from = trainer.resume()["step"]
             say(f"  {point.name}: resumed at step {resumed_from}")
         except CheckpointError as e:   # a damaged checkpoint: start this point again
             say(f"  {point.name}: {e}; starting it again")
-            trainer = Trainer(RodimusLM(model_cfg), train, test, train_cfg, callbacks=[deadline_cb], meta=meta)
             shutil.rmtree(run_dir)
+            trainer = new_trainer()
     elif run_dir.exists():
         shutil.rmtree(run_dir)   # another config's (or a checkpoint-less) folder: start clean
     start = time.perf_counter()
@@ -410,6 +417,14 @@ def run_point(spec: SweepSpec, point: Point, run_dir: Path, *, data_cache: dict,
     wall = time.perf_counter() - start
     if deadline_cb.hit and trainer.step < train_cfg.max_steps:
         return None
+    return _results_line(spec, point, trainer, model_cfg, data_cfg, (train, test), wall_s=wall,
+                         resumed_from=resumed_from)
+
+
+def _results_line(spec: SweepSpec, point: Point, trainer: Trainer, model_cfg: ModelConfig, data_cfg: DataConfig, data,
+            *, wall_s: float, resumed_from: int | None) -> dict:
+    """The results line of a finished point: its config, evaluations, state memory, data sizes, provenance."""
+    (train, test), train_cfg = data, trainer.config
     evals = [{k: v for k, v in r.items() if k != "kind"} for r in trainer.history if r.get("kind") == "eval"]
     if not evals:
         raise ValueError(f"point {point.name}: the run has no evaluation; give the sweep evaluation data")
@@ -425,7 +440,7 @@ def run_point(spec: SweepSpec, point: Point, run_dir: Path, *, data_cache: dict,
         "state": {"context_len": context, "elements": cache_elements(model_cfg, context, include_conv=False),
                   "bytes": state, "mb": state / 1e6, "bytes_per_element": 2, "conv_buffers": "excluded"},
         "best": _best(evals), "final": evals[-1], "steps": trainer.step,
-        "wall_s": round(wall, 2), "resumed_from_step": resumed_from, "seed": train_cfg.seed,
+        "wall_s": round(wall_s, 2), "resumed_from_step": resumed_from, "seed": train_cfg.seed,
         "device": _device_name(trainer.device), "git": git_state(), "versions": versions(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -622,9 +637,10 @@ def add_arguments(p) -> None:
                         "(given twice, both lists apply)")
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="stop after this many seconds (the running point keeps a checkpoint and resumes next time)")
-    p.add_argument("--list", action="store_true", help="list the points and which are done; train nothing")
-    p.add_argument("--render", action="store_true", help="draw the figure from OUT/results.jsonl; train nothing")
-    p.add_argument("--curves", action="store_true",
+    reading = p.add_mutually_exclusive_group()   # the ways to look at a sweep instead of training it
+    reading.add_argument("--list", action="store_true", help="list the points and which are done; train nothing")
+    reading.add_argument("--render", action="store_true", help="draw the figure from OUT/results.jsonl; train nothing")
+    reading.add_argument("--curves", action="store_true",
                    help="print each selected point's learning curve from its run folder (a row per evaluation, "
                         "finished or not); train nothing")
     p.add_argument("--curve-every", type=int, default=0, metavar="STEPS",

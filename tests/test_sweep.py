@@ -63,28 +63,32 @@ class Kill(Exception):
     """Stands for the process being killed."""
 
 
+def kill_at_step_3(monkeypatch, spec, out, only, point_ending: str):
+    """Run the sweep until the point whose name ends so reaches step 3 (after its checkpoint at step 2)."""
+    on_step = sweep._Deadline.on_step
+
+    def kill(self, metrics, trainer):
+        if trainer.meta["sweep"]["point"].endswith(point_ending) and trainer.step == 3:
+            raise Kill
+        on_step(self, metrics, trainer)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sweep._Deadline, "on_step", kill)
+        with pytest.raises(Kill):
+            sweep.run_sweep(spec, out, only=only, say=lambda *a: None)
+
+
 def test_resume_skips_done_points_and_restarts_a_killed_one_cleanly(tmp_path, monkeypatch):
     spec = sweep.load_spec(TINY)
     only = ["rodimus--mem_size=4*"]
     clean = sweep.run_sweep(spec, tmp_path / "clean", only=only, say=lambda *a: None)
 
-    # a sweep killed at step 3 of its second point, after that point's checkpoint at step 2
-    out = tmp_path / "killed"
-    on_step = sweep._Deadline.on_step
-
-    def kill(self, metrics, trainer):
-        if trainer.meta["sweep"]["point"].endswith("lr=0.003") and trainer.step == 3:
-            raise Kill
-        on_step(self, metrics, trainer)
-
-    monkeypatch.setattr(sweep._Deadline, "on_step", kill)
-    with pytest.raises(Kill):
-        sweep.run_sweep(spec, out, only=only, say=lambda *a: None)
+    out = tmp_path / "killed"   # killed in its second point
+    kill_at_step_3(monkeypatch, spec, out, only, "lr=0.003")
     assert [r["point"] for r in lines(out)] == [only[0][:-1] + "--lr=0.01"]
     assert sweep.point_status(spec, out, only=only)[1][1] == "partial (ckpt-000002)"
     first = lines(out)[0]
 
-    monkeypatch.setattr(sweep._Deadline, "on_step", on_step)
     said = []
     sweep.run_sweep(spec, out, only=only, say=said.append)
     assert "1 done, 1 to run" in said[0] and any("resumed at step 2" in s for s in said)
@@ -92,6 +96,34 @@ def test_resume_skips_done_points_and_restarts_a_killed_one_cleanly(tmp_path, mo
     assert records[0] == first   # the done point was not trained again
     assert records[1]["resumed_from_step"] == 2
     assert [comparable(r) for r in records] == [comparable(r) for r in clean]   # as if never killed
+
+
+def one_point_clean_and_killed(tmp_path, monkeypatch):
+    """(spec, [the point], its record when trained without a kill, the folder of a sweep killed at its step 3)."""
+    spec = sweep.load_spec(TINY)
+    only = ["rodimus--mem_size=4--lr=0.01"]
+    clean = sweep.run_sweep(spec, tmp_path / "clean", only=only, say=lambda *a: None)[0]
+    kill_at_step_3(monkeypatch, spec, tmp_path / "out", only, only[0])
+    return spec, only, clean, tmp_path / "out"
+
+
+def test_a_killed_point_resumes_when_only_how_it_runs_changed(tmp_path, monkeypatch):
+    """Another device, worker count (progress bars) or log_every trains the same point: its checkpoint counts."""
+    spec, only, clean, out = one_point_clean_and_killed(tmp_path, monkeypatch)
+    records = sweep.run_sweep(spec, out, only=only, overrides={"train.log_every": 2}, say=lambda *a: None)
+    assert records[0]["resumed_from_step"] == 2
+    assert (records[0]["best"], records[0]["final"]) == (clean["best"], clean["final"])
+
+
+def test_a_damaged_checkpoint_starts_the_point_again_as_a_fresh_one(tmp_path, monkeypatch):
+    spec, only, clean, out = one_point_clean_and_killed(tmp_path, monkeypatch)
+    tensors = next((out / "points" / only[0] / "checkpoints").glob("*.safetensors"))
+    tensors.write_bytes(tensors.read_bytes()[:-8])   # truncated
+    said = []
+    records = sweep.run_sweep(spec, out, only=only, say=said.append)
+    assert any("is damaged" in s and "starting it again" in s for s in said)
+    assert records[0]["resumed_from_step"] is None
+    assert comparable(records[0]) == comparable(clean)   # the same initial weights as a point never begun
 
 
 def test_a_partial_folder_of_another_config_or_without_checkpoint_starts_again(tmp_path):
@@ -241,6 +273,9 @@ def test_cli_list_and_missing_results(tmp_path, capsys):
     assert "no results to render" in capsys.readouterr().err
     assert main(["sweep", str(TINY), "--list", "--set", "lr=0.1"]) == 2
     assert "not a field path" in capsys.readouterr().err
+    with pytest.raises(SystemExit):   # one way to read a sweep at a time, not the first one silently
+        main(["sweep", str(TINY), "--list", "--render"])
+    assert "not allowed with argument --list" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("spec", sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml")))
