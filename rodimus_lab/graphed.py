@@ -1,4 +1,8 @@
-"""A whole training step replayed as one CUDA graph: ``GraphedStep``.
+"""The training step, ``training_step``, and the same step replayed as one CUDA graph, ``GraphedStep``.
+
+``training_step`` is the one home of "forward, backward, clipping, optimizer step": the Trainer's eager
+step, the step ``GraphedStep`` records and the eager and compiled rows of ``rodimus-lab bench train`` all
+run it.
 
 An eager training step of a small model is bound by the host: Python, autograd and the dispatcher
 issue thousands of kernels per step, and the GPU waits for them (docs/benchmarks.md, "Whole-model
@@ -34,7 +38,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["GraphedStep", "NotCapturable", "lm_loss"]
+__all__ = ["GraphedStep", "NotCapturable", "lm_loss", "training_step"]
 
 
 class NotCapturable(RuntimeError):
@@ -43,15 +47,52 @@ class NotCapturable(RuntimeError):
 
 
 def lm_loss(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``model(inputs, labels=labels).loss``; a model that checks its ids (a RodimusLM: ``check_ids``) skips
-    that check here (a host sync: the caller checks ids before they reach the device, e.g. the Trainer on
-    the CPU batch)."""
-    extra = {"check_inputs": False} if hasattr(model, "check_ids") else {}
+    """``model(inputs, labels=labels).loss``; a model that checks its ids (a RodimusLM: ``check_ids``; also
+    inside DistributedDataParallel, ``.module``, or torch.compile) skips that check here (a host sync: the
+    caller checks ids before they reach the device, e.g. the Trainer on the CPU batch)."""
+    extra = {"check_inputs": False} if hasattr(getattr(model, "module", model), "check_ids") else {}
     return model(inputs, labels=labels, **extra).loss
 
 
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                  loss_fn: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = lm_loss, *,
+                  grad_clip: float = 0.0, autocast_dtype: torch.dtype | None = None):
+    """One optimizer step on ``micro_batches``, ``(inputs, labels)`` pairs on the model's device: each one's
+    forward (under autocast to ``autocast_dtype``; None: none) and backward, the gradients averaged (loss / n,
+    as gradient accumulation does); the global gradient norm, clipped to ``grad_clip`` (0: not clipped); the
+    optimizer's step at its param groups' lr; the gradients dropped (it expects none and leaves none).
+
+    Returns ``(losses, grad_norm)``: every micro-batch's loss [n] and the norm before clipping, float32
+    device tensors, without waiting for the device. ``model`` may be a DistributedDataParallel: its ranks
+    exchange gradients on the last micro-batch's backward only."""
+    n = len(micro_batches)
+    losses = []
+    for i, (x, y) in enumerate(micro_batches):
+        exchange = i == n - 1 or not hasattr(model, "no_sync")
+        with contextlib.nullcontext() if exchange else model.no_sync():
+            with _autocast(x.device, autocast_dtype):
+                loss = loss_fn(model, x, y)
+            (loss / n if n > 1 else loss).backward()
+        losses.append(loss.detach().float())
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return torch.stack(losses), grad_norm.float()
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    # torch's rule for autocast in a CUDA graph: no cast cache while capturing (a cached 16-bit weight made
+    # outside the recorded region would be replayed stale)
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=not capturing)
+
+
 class GraphedStep:
-    """One training step — forward, loss, backward, clipping, optimizer step — as a CUDA graph.
+    """One training step (:func:`training_step`: forward, loss, backward, clipping, optimizer step) as a CUDA graph.
 
     ``model`` on a CUDA device; ``optimizer`` built with ``capturable=True`` (fused AdamW is the fast
     one); ``loss_fn(model, inputs, labels) -> scalar loss`` (default :func:`lm_loss`); ``grad_clip``:
@@ -85,7 +126,6 @@ class GraphedStep:
             raise ValueError(f"GraphedStep needs warmup >= 1 and grad_clip >= 0, got warmup={warmup}, "
                              f"grad_clip={grad_clip}")
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
-        self.params = params
         self.grad_clip, self.autocast_dtype, self.warmup = grad_clip, autocast_dtype, warmup
         self.device = next(iter(devices))
         # The lr as a device tensor per group, read by the optimizer step in the graph: set_lr changes it
@@ -117,7 +157,6 @@ class GraphedStep:
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
-                self.optimizer.zero_grad(set_to_none=True)
                 out = self._step()
                 out = tuple(t.clone() for t in out)
             torch.cuda.current_stream(self.device).wait_stream(side)
@@ -149,22 +188,9 @@ class GraphedStep:
                 buffer.copy_(t, non_blocking=True)
 
     def _step(self):
-        """The recorded work: every micro-batch forward and backward, then clipping and the optimizer step.
-        Returns (losses [n] float32, grad norm), device tensors."""
-        n = len(self._inputs)
-        losses = []
-        for x, y in zip(self._inputs, self._labels):
-            # no cast cache: a cached 16-bit weight made outside the recorded region would be replayed stale
-            autocast = (torch.autocast("cuda", dtype=self.autocast_dtype, cache_enabled=False)
-                        if self.autocast_dtype is not None else contextlib.nullcontext())
-            with autocast:
-                loss = self.loss_fn(self.model, x, y)
-            (loss / n if n > 1 else loss).backward()
-            losses.append(loss.detach().float())
-        max_norm = self.grad_clip if self.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
-        self.optimizer.step()
-        return torch.stack(losses), grad_norm.float()
+        """The recorded work, on the input buffers: (losses [n] float32, grad norm), device tensors."""
+        return training_step(self.model, self.optimizer, list(zip(self._inputs, self._labels)), self.loss_fn,
+                             grad_clip=self.grad_clip, autocast_dtype=self.autocast_dtype)
 
     def _capture(self) -> None:
         torch.cuda.synchronize(self.device)

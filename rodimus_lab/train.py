@@ -50,7 +50,7 @@ from .config import (BOOL, Allowed, ConfigError, DictConfig, int_from, number_ab
 from .checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .data.mqar import IGNORE, MQARSplit
 from .files import atomic_write
-from .graphed import GraphedStep, NotCapturable
+from .graphed import GraphedStep, NotCapturable, training_step
 
 __all__ = ["TrainConfig", "Trainer", "Callback", "AccuracyCheck", "TrainingDiverged", "RunFolderError", "evaluate",
            "param_groups", "no_weight_decay", "resolve_device", "run_files", "clear_run_folder", "StepChoice",
@@ -335,9 +335,9 @@ class Trainer:
         # before any resume(): it keeps the optimizer capturable when a checkpoint's state is loaded into it
         self.graphed_step = None if not self.step_choice.graphed else GraphedStep(
             self.model, self.optimizer, grad_clip=c.grad_clip, autocast_dtype=_autocast_dtype(c.precision, self.device))
-        # a model that can check ids (RodimusLM.check_ids) skips that check on the device, a wait for it: the
-        # trainer checks the batch on the host instead
-        self._forward_kwargs = {"check_inputs": False} if hasattr(self.model, "check_ids") else {}
+        # a model that can check ids (RodimusLM.check_ids) skips that check on the device (graphed.lm_loss), a
+        # wait for it: the trainer checks the batch on the host instead
+        self._checks_ids = hasattr(self.model, "check_ids")
         self._unread: list[dict] = []   # metrics of steps whose loss and grad norm are still device tensors
         self.step = 0
         self.history: list[dict] = []
@@ -388,21 +388,10 @@ class Trainer:
         else:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            losses = []
-            for i, (x, y) in enumerate(micros):
-                # DDP averages gradients over ranks on the last micro-batch's backward only
-                sync = i == len(micros) - 1 or self.ddp_model is self.model
-                with contextlib.nullcontext() if sync else self.ddp_model.no_sync():
-                    with _autocast(c.precision, self.device):
-                        loss = self.ddp_model(self._to_device(x), labels=self._to_device(y),
-                                              **self._forward_kwargs).loss
-                    (loss / c.grad_accum).backward()
-                losses.append(loss.detach())
-            losses = torch.stack(losses)
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip if c.grad_clip > 0 else float("inf"))
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            losses, grad_norm = training_step(self.ddp_model, self.optimizer,
+                                              [(self._to_device(x), self._to_device(y)) for x, y in micros],
+                                              grad_clip=c.grad_clip,
+                                              autocast_dtype=_autocast_dtype(c.precision, self.device))
         self.step += 1
         return {"step": self.step, "loss": losses, "lr": lr, "grad_norm": grad_norm}
 
@@ -426,7 +415,7 @@ class Trainer:
     def _batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The examples at ``indices``, their ids checked where they are (on the host for the usual CPU data)."""
         x, y = self.train_data[indices]
-        if self._forward_kwargs:
+        if self._checks_ids:
             self.model.check_ids(x)
         return x, y
 

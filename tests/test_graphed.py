@@ -9,6 +9,7 @@ a changing lr included; a graphed Trainer run (and its resume) gives the eager r
 the default config runs graphed on a GPU.
 """
 
+import contextlib
 import re
 import warnings
 
@@ -19,7 +20,7 @@ from rodimus_lab import ModelConfig, RodimusLM, seed_everything
 from rodimus_lab.config import ConfigError
 from rodimus_lab.data.mqar import make_mqar_splits, mqar_preset
 from rodimus_lab import train
-from rodimus_lab.graphed import GraphedStep, NotCapturable
+from rodimus_lab.graphed import GraphedStep, NotCapturable, lm_loss, training_step
 from rodimus_lab.train import Callback, StepChoice, TrainConfig, Trainer, choose_step
 
 CUDA = torch.cuda.is_available()
@@ -46,6 +47,56 @@ def _train_rows(history):
 
 
 # ------------------------------------------------------------------------------ CPU
+
+def test_training_step_averages_clips_steps_and_drops_the_gradients():
+    """Against the step written out: the micro-batches' mean gradient, scaled to the clipping norm, one SGD
+    step of lr 1 (so the parameters move by exactly the clipped gradient); no gradients left. In float64 (the losses
+    and the norm come back as float32)."""
+    torch.manual_seed(0)
+    model = RodimusLM(ModelConfig(**TINY)).double()
+    params = list(model.parameters())
+    micros = [(x, x) for x in torch.randint(0, 64, (2, 3, 16))]
+    mean_grads = [torch.zeros_like(p) for p in params]
+    losses = []
+    for x, y in micros:
+        loss = lm_loss(model, x, y)
+        losses.append(loss.item())
+        for total, g in zip(mean_grads, torch.autograd.grad(loss, params)):
+            total += g / len(micros)
+    norm = torch.cat([g.flatten() for g in mean_grads]).norm().item()
+    before = [p.detach().clone() for p in params]
+    got_losses, got_norm = training_step(model, torch.optim.SGD(params, lr=1.0), micros, grad_clip=norm / 2)
+    assert got_losses.tolist() == pytest.approx(losses, rel=1e-7) and got_norm.item() == pytest.approx(norm, rel=1e-7)
+    for p, p0, g in zip(params, before, mean_grads):
+        torch.testing.assert_close(p0 - p.detach(), g / 2, rtol=1e-6, atol=1e-12)
+        assert p.grad is None
+
+
+def test_training_step_exchanges_gradients_on_the_last_micro_batch_only():
+    """A DistributedDataParallel (anything with ``no_sync`` and ``.module``) skips the exchange on all but the
+    last micro-batch's backward."""
+    seen = []
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module, self.syncing = module, True
+
+        @contextlib.contextmanager
+        def no_sync(self):
+            self.syncing = False
+            yield
+            self.syncing = True
+
+        def forward(self, *args, **kwargs):
+            seen.append((self.syncing, kwargs.get("check_inputs")))
+            return self.module(*args, **kwargs)
+
+    model = Wrapped(RodimusLM(ModelConfig(**TINY)))
+    micros = [(x, x) for x in torch.randint(0, 64, (3, 2, 16))]
+    training_step(model, torch.optim.SGD(model.parameters(), lr=1e-3), micros)
+    assert seen == [(False, False), (False, False), (True, False)]   # and the wrapped model's id check skipped
+
 
 def test_graphed_step_refuses_a_plain_optimizer():
     model = RodimusLM(ModelConfig(**TINY))
@@ -228,13 +279,8 @@ def _losses(cfg, steps, graphed, lr=lambda i: 1e-3 if i < 6 else 5e-4):
             continue
         for group in optimizer.param_groups:
             group["lr"] = lr(i)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(ids.cuda(), labels=ids.cuda(), check_inputs=False).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.detach().float().reshape(1))
+        losses.append(training_step(model, optimizer, [(ids.cuda(), ids.cuda())], grad_clip=1.0,
+                                    autocast_dtype=torch.bfloat16)[0])
     return torch.cat(losses).double().cpu()
 
 

@@ -7,9 +7,10 @@
 Every model trains in ONE process on the same footing: d_model 768, 12 layers, 12 heads, vocabulary
 16384 (flags change them), B·T = 16,384 tokens per step (B = tokens / T), the same random batch each
 step, bf16 autocast on CUDA (float32 on CPU), fused AdamW, 3 warm-up steps, then the mean of 6 timed
-steps (the device synchronised around each). Each row is one model at one T in one mode: ``eager``;
-``compiled``, under ``torch.compile`` (its first steps compile; they are in the warm-up); ``graphed``, the
-whole step (forward, backward, fused AdamW with ``capturable=True``) replayed as one CUDA graph
+steps (the device synchronised around each). A step is the Trainer's, ``graphed.training_step``: forward,
+backward, the gradient norm (no clipping), the optimizer step. Each row is one model at one T in one mode:
+``eager``; ``compiled``, the model under ``torch.compile`` (its first steps compile; they are in the
+warm-up); ``graphed``, the whole step (fused AdamW with ``capturable=True``) replayed as one CUDA graph
 (``rodimus_lab.graphed``; captured in the warm-up's last step; CUDA only), which removes the host's launch
 work that bounds the eager steps. Every model runs in every mode asked for, the Llama peer included, and is
 compared with the peer of the same mode. ``peak`` is the CUDA allocator's most allocated bytes during the
@@ -37,7 +38,7 @@ from pathlib import Path
 import torch
 
 from ..config import ModelConfig
-from ..graphed import GraphedStep, lm_loss
+from ..graphed import GraphedStep, training_step
 from ..model import RodimusLM
 
 MODELS = ("rodimus", "rodimus_plus", "transformer", "llama")
@@ -76,12 +77,6 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _autocast(device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def measure(name: str, config: ModelConfig, seq_len: int, *, tokens=16384, mode="eager", device="cuda",
             warmup=3, steps=6, profile=False, top=25) -> dict:
     """Train ``name`` for warmup + steps steps in ``mode`` (one of MODES); tokens/s over the timed ones,
@@ -98,21 +93,17 @@ def measure(name: str, config: ModelConfig, seq_len: int, *, tokens=16384, mode=
     forward = torch.compile(model) if mode == "compiled" else model
     gen = torch.Generator(device=device).manual_seed(1)
     ids = torch.randint(0, config.vocab_size, (batch, seq_len), device=device, generator=gen)
+    autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
 
     graphed = None
     if mode == "graphed":   # the same step, captured in the warm-up's last call (eager steps before it)
-        graphed = GraphedStep(model, optimizer, warmup=warmup - 1)
+        graphed = GraphedStep(model, optimizer, autocast_dtype=autocast_dtype, warmup=warmup - 1)
 
         def step():
             return graphed([(ids, ids)])[0][0]
-    else:
+    else:   # no clipping (grad_clip 0); the norm is computed in every mode, as the graphed step does
         def step():
-            with _autocast(device):
-                loss = lm_loss(forward, ids, ids)   # the project's models skip their id check (a host sync)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            return loss.detach()
+            return training_step(forward, optimizer, [(ids, ids)], autocast_dtype=autocast_dtype)[0][0]
 
     row = dict(model=name, label=LABELS[name], seq_len=seq_len, batch=batch, mode=mode, compiled=mode == "compiled",
                params=params)
