@@ -26,8 +26,9 @@ Resuming: a point with a line is skipped (its config must not have changed: that
 ``--out``); a point without a line restarts from its folder's last checkpoint when that checkpoint belongs
 to the same config, else from scratch. Where and how a run executes (``train.HOW_IT_RUNS``: device,
 progress bars, log_every, cuda_graphs; and data.data_dir) may differ between calls. So a sweep killed at
-any moment — also half-way through a point — continues with ``rodimus-lab sweep SPEC`` again. ``--budget SECONDS`` ends a sweep in time: the running
-point stops at the budget with a checkpoint (it resumes next time) and no point starts after it.
+any moment — also half-way through a point — continues with ``rodimus-lab sweep SPEC`` again.
+``--budget SECONDS`` ends a sweep in time: the running point stops at the budget with a checkpoint (it
+resumes next time) and no point starts after it.
 
 ``--workers N`` trains N points at a time, each in its own process on the same device: the small models of
 these sweeps leave a GPU mostly idle while one process launches kernels, so N processes finish sooner. The
