@@ -29,7 +29,7 @@ def test_cli_dispatches_to_it(tmp_path, capsys):
     assert "tokens/s" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("flag, value", [("--models", "gpt2"), ("--modes", "fast")])
+@pytest.mark.parametrize("flag, value", [("--models", "gpt2"), ("--modes", "fast"), ("--compile-mode", "fastest")])
 def test_bad_choices_are_named(flag, value, capsys):
     with pytest.raises(SystemExit):
         bench_train.main([*TOY, flag, value])
@@ -43,3 +43,37 @@ def test_graphed_mode_on_the_cpu_is_a_row_that_says_why(tmp_path):
     eager, graphed = results["rows"]
     assert eager["mode"] == "eager" and "tokens_per_s" in eager
     assert graphed["mode"] == "graphed" and "CUDA device" in graphed["error"]
+
+
+@pytest.mark.parametrize("mode", [None, "reduce-overhead", "max-autotune-no-cudagraphs"])
+def test_compile_mode_reaches_torch_compile_the_rows_and_the_table(mode, tmp_path, monkeypatch):
+    """The plumbing only (torch.compile stubbed: what it was asked for is recorded; the timings are GPU work)."""
+    asked = []
+
+    def compile_(model, **options):
+        asked.append(options)
+        return model
+
+    monkeypatch.setattr(bench_train.torch, "compile", compile_)
+    out = tmp_path / "t.json"
+    flag = [] if mode is None else ["--compile-mode", mode]
+    results = bench_train.main([*TOY, "--models", "rodimus", "--seq-lens", "16", "--modes", "eager,compiled", *flag,
+                                "--out", str(out)])
+    mode = mode or "default"
+    assert asked == [{"mode": mode}]
+    saved = json.loads(out.read_text())
+    eager, compiled = saved["rows"]
+    assert saved["compile_mode"] == mode and compiled["compile_mode"] == mode and "compile_mode" not in eager
+    assert compiled["mode"] == "compiled" and compiled["compiled"] and "tokens_per_s" in compiled
+    table = bench_train.format_table(results)
+    assert f"Rodimus                    compiled:{mode} " in table
+    assert f"Rodimus compiled:{mode} T=16: " in table and "x its own eager tokens/s" in table
+
+
+def test_results_from_before_compile_mode_still_print():
+    """Rows written before --compile-mode (and before the graphed mode: no 'mode') read as the default."""
+    old = {"rows": [dict(model=m, label=bench_train.LABELS[m], seq_len=2048, compiled=True, params=1e8, batch=8,
+                         tokens_per_s=t, step_s=0.1, warmup_s=9.0, peak_gib=9.0) for m, t in (("rodimus", 2e5),
+                                                                                                 ("llama", 4e5))]}
+    table = bench_train.format_table(old)
+    assert "compiled:default" in table and "Rodimus compiled:default T=2048: 0.50x Llama's tokens/s" in table

@@ -9,13 +9,15 @@ Every model trains in ONE process on the same footing: d_model 768, 12 layers, 1
 step, bf16 autocast on CUDA (float32 on CPU), fused AdamW, 3 warm-up steps, then the mean of 6 timed
 steps (the device synchronised around each). A step is the Trainer's, ``graphed.training_step``: forward,
 backward, the gradient norm (no clipping), the optimizer step. Each row is one model at one T in one mode:
-``eager``; ``compiled``, the model under ``torch.compile`` (its first steps compile; they are in the
-warm-up); ``graphed``, the whole step (fused AdamW with ``capturable=True``) replayed as one CUDA graph
-(``rodimus_lab.graphed``; captured in the warm-up's last step; CUDA only), which removes the host's launch
-work that bounds the eager steps. Every model runs in every mode asked for, the Llama peer included, and is
-compared with the peer of the same mode. ``peak`` is the CUDA allocator's most allocated bytes during the
-timed steps (weights, gradients and optimizer state included); in graphed mode during the warm-up too,
-since a replay allocates nothing: its memory was allocated, and is measured, while the step was recorded.
+``eager``; ``compiled``, the model under ``torch.compile`` in ``--compile-mode`` (``default``,
+``reduce-overhead``: Inductor's own CUDA graphs of the forward and backward, or
+``max-autotune-no-cudagraphs``; its first steps compile, they are in the warm-up); ``graphed``, the whole
+step (fused AdamW with ``capturable=True``) replayed as one CUDA graph (``rodimus_lab.graphed``; captured
+in the warm-up's last step; CUDA only), which removes the host's launch work that bounds the eager steps.
+Every model runs in every mode asked for, the Llama peer included, and is compared with the peer of the
+same mode. ``peak`` is the CUDA allocator's most allocated bytes during the timed steps (weights, gradients
+and optimizer state included); in graphed mode during the warm-up too, since a replay allocates nothing:
+its memory was allocated, and is measured, while the step was recorded.
 
 The outside peer is ``transformers``' LlamaForCausalLM with ``attn_implementation="sdpa"`` at the
 Transformer++'s sizes (same d, layers, heads, SwiGLU width, vocabulary; untied head), the baseline a
@@ -43,6 +45,8 @@ from ..model import RodimusLM
 
 MODELS = ("rodimus", "rodimus_plus", "transformer", "llama")
 MODES = ("eager", "compiled", "graphed")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")   # torch.compile's mode
+_MODE_WIDTH = 2 + max(len(f"compiled:{m}") for m in COMPILE_MODES)   # the table's mode column
 LABELS = {"rodimus": "Rodimus", "rodimus_plus": "Rodimus+", "transformer": "Transformer++",
           "llama": "Llama (transformers, SDPA)"}
 
@@ -77,10 +81,17 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def measure(name: str, config: ModelConfig, seq_len: int, *, tokens=16384, mode="eager", device="cuda",
-            warmup=3, steps=6, profile=False, top=25) -> dict:
-    """Train ``name`` for warmup + steps steps in ``mode`` (one of MODES); tokens/s over the timed ones,
-    peak memory, losses."""
+def _row(name: str, seq_len: int, mode: str, compile_mode: str, **values) -> dict:
+    """A results row's head: what was measured (a compiled row also names its torch.compile mode)."""
+    compiled = mode == "compiled"
+    return dict(model=name, label=LABELS[name], seq_len=seq_len, mode=mode, compiled=compiled,
+                **({"compile_mode": compile_mode} if compiled else {}), **values)
+
+
+def measure(name: str, config: ModelConfig, seq_len: int, *, tokens=16384, mode="eager", compile_mode="default",
+            device="cuda", warmup=3, steps=6, profile=False, top=25) -> dict:
+    """Train ``name`` for warmup + steps steps in ``mode`` (one of MODES; "compiled": torch.compile's
+    ``compile_mode``, one of COMPILE_MODES); tokens/s over the timed ones, peak memory, losses."""
     device = torch.device(device)
     if mode == "graphed" and warmup < 2:
         raise ValueError("mode 'graphed' needs warmup >= 2: eager steps, then the capture, before the timed steps")
@@ -90,7 +101,7 @@ def measure(name: str, config: ModelConfig, seq_len: int, *, tokens=16384, mode=
     params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=device.type == "cuda",
                                   capturable=mode == "graphed")
-    forward = torch.compile(model) if mode == "compiled" else model
+    forward = torch.compile(model, mode=compile_mode) if mode == "compiled" else model
     gen = torch.Generator(device=device).manual_seed(1)
     ids = torch.randint(0, config.vocab_size, (batch, seq_len), device=device, generator=gen)
     autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
@@ -105,8 +116,7 @@ def measure(name: str, config: ModelConfig, seq_len: int, *, tokens=16384, mode=
         def step():
             return training_step(forward, optimizer, [(ids, ids)], autocast_dtype=autocast_dtype)[0][0]
 
-    row = dict(model=name, label=LABELS[name], seq_len=seq_len, batch=batch, mode=mode, compiled=mode == "compiled",
-               params=params)
+    row = _row(name, seq_len, mode, compile_mode, batch=batch, params=params)
     losses = []
     if device.type == "cuda":   # graphed: from here (its step's memory is allocated while the step is recorded)
         torch.cuda.reset_peak_memory_stats(device)
@@ -152,13 +162,16 @@ def _profile(step, device, top: int) -> str:
 
 
 def run(models=MODELS, seq_lens=(2048, 8192), *, modes=("eager", "compiled"), compiled_seq_lens=None,
-        tokens=16384, device="cuda", warmup=3, steps=6, profile=False, backend="auto", out=None, command=None,
-        **sizes) -> dict:
-    """Every model × T × mode; ``compiled_seq_lens`` limits the compiled rows (None: every T). With ``out``
-    the results file is rewritten after every row, so a crash keeps the rows measured before it."""
+        compile_mode="default", tokens=16384, device="cuda", warmup=3, steps=6, profile=False, backend="auto",
+        out=None, command=None, **sizes) -> dict:
+    """Every model × T × mode; ``compiled_seq_lens`` limits the compiled rows (None: every T), which run
+    under torch.compile's ``compile_mode``. With ``out`` the results file is rewritten after every row, so a
+    crash keeps the rows measured before it."""
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(f"compile_mode {compile_mode!r}: choose from {', '.join(COMPILE_MODES)}")
     rows = []
     results = dict(environment=_environment(torch.device(device)), tokens_per_step=tokens, warmup=warmup,
-                   steps=steps, backend=backend, rows=rows,
+                   steps=steps, backend=backend, compile_mode=compile_mode, rows=rows,
                    configs={name: model_config(name, backend=backend, **sizes).to_dict() for name in models})
     if command is not None:
         results["environment"]["command"] = command
@@ -169,10 +182,10 @@ def run(models=MODELS, seq_lens=(2048, 8192), *, modes=("eager", "compiled"), co
             for name in models:
                 config = model_config(name, backend=backend, **sizes)
                 try:
-                    row = measure(name, config, seq_len, tokens=tokens, mode=mode, device=device,
-                                  warmup=warmup, steps=steps, profile=profile)
+                    row = measure(name, config, seq_len, tokens=tokens, mode=mode, compile_mode=compile_mode,
+                                  device=device, warmup=warmup, steps=steps, profile=profile)
                 except Exception as e:   # noqa: BLE001 — a failing row is a result (OOM, compile or capture error)
-                    row = dict(model=name, label=LABELS[name], seq_len=seq_len, mode=mode, compiled=mode == "compiled",
+                    row = _row(name, seq_len, mode, compile_mode,
                                error=f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
                     gc.collect()
                     if torch.device(device).type == "cuda":
@@ -203,8 +216,15 @@ def row_mode(r: dict) -> str:
     return r.get("mode", "compiled" if r["compiled"] else "eager")
 
 
+def mode_text(r: dict) -> str:
+    """A row's mode as the table prints it: a compiled row with its torch.compile mode (results files from
+    before --compile-mode have none: they ran the default)."""
+    mode = row_mode(r)
+    return f"{mode}:{r.get('compile_mode', 'default')}" if mode == "compiled" else mode
+
+
 def format_row(r: dict) -> str:
-    head = f"{r['label']:<27}{row_mode(r):<9}{r['seq_len']:>6}"
+    head = f"{r['label']:<27}{mode_text(r):<{_MODE_WIDTH}}{r['seq_len']:>6}"
     if "error" in r:
         return f"{head}  {r['error']}"
     peak = f"{r['peak_gib']:9.2f}" if "peak_gib" in r else f"{'-':>9}"
@@ -215,7 +235,7 @@ def format_row(r: dict) -> str:
 def format_table(results: dict) -> str:
     """All rows, then each model's tokens/s and peak memory as a multiple of the Llama peer's in the same mode
     (and, in another mode than eager, its tokens/s as a multiple of its own eager row's)."""
-    lines = [f"{'model':<27}{'mode':<9}{'T':>6}{'params':>10}{'tokens/s':>11}{'ms/step':>9}{'peak GiB':>9}"
+    lines = [f"{'model':<27}{'mode':<{_MODE_WIDTH}}{'T':>6}{'params':>10}{'tokens/s':>11}{'ms/step':>9}{'peak GiB':>9}"
              f"{'warm s':>8}"]
     lines += [format_row(r) for r in results["rows"]]
     ok = {(r["model"], r["seq_len"], row_mode(r)): r for r in results["rows"] if "error" not in r}
@@ -229,7 +249,7 @@ def format_table(results: dict) -> str:
         if eager is not None and mode != "eager":
             parts.append(f"{r['tokens_per_s'] / eager['tokens_per_s']:.2f}x its own eager tokens/s")
         if parts:
-            lines.append(f"{LABELS[name]} {mode} T={T}: " + ", ".join(parts))
+            lines.append(f"{LABELS[name]} {mode_text(r)} T={T}: " + ", ".join(parts))
     return "\n".join(lines)
 
 
@@ -273,6 +293,9 @@ def main(argv=None) -> dict:
                         help="comma-separated, from eager,compiled,graphed (graphed: the step as one CUDA graph)")
     parser.add_argument("--compiled-seq-lens", default=None,
                         help="the T of the compiled rows (default: every --seq-lens; each T compiles anew)")
+    parser.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
+                        help="torch.compile's mode in the compiled rows (default %(default)s; reduce-overhead adds "
+                             "Inductor's CUDA graphs)")
     parser.add_argument("--tokens", type=int, default=16384, help="tokens per step (batch = tokens // T)")
     parser.add_argument("--d-model", type=int, default=768)
     parser.add_argument("--n-layers", type=int, default=12)
@@ -298,8 +321,9 @@ def main(argv=None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     arguments = sys.argv[1:] if argv is None else list(argv)
     results = run(models, [int(T) for T in args.seq_lens.split(",")], modes=modes, compiled_seq_lens=compiled_seq_lens,
-                  tokens=args.tokens, device=args.device, warmup=args.warmup, steps=args.steps, profile=args.profile,
-                  backend=args.backend, out=out, command=" ".join(["rodimus-lab bench train", *arguments]),
+                  compile_mode=args.compile_mode, tokens=args.tokens, device=args.device, warmup=args.warmup,
+                  steps=args.steps, profile=args.profile, backend=args.backend, out=out,
+                  command=" ".join(["rodimus-lab bench train", *arguments]),
                   d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, vocab_size=args.vocab_size,
                   window=args.window)
     print(format_table(results))
