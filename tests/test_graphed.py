@@ -1,4 +1,4 @@
-"""The training step as a CUDA graph (rodimus_lab.graphed) and the Trainer's host reads.
+"""The training step (rodimus_lab.graphed: eager and as a CUDA graph) and the Trainer's host reads.
 
 CPU: the refusals and their messages; which step the Trainer chooses (``cuda_graphs`` "auto", the default:
 graphed on one CUDA device in one process, else eager, and why) and its fall-back to the eager step when a
@@ -6,7 +6,7 @@ capture fails under "auto"; the Trainer's logged losses are the mean of each ste
 losses at the weights before the step, and ``log_every`` reads them in batches without changing a number.
 GPU (``-m gpu``): graphed steps give the losses of the same eager steps (Rodimus, Rodimus+, Transformer++),
 a changing lr included; a graphed Trainer run (and its resume) gives the eager run's losses; a Trainer with
-the default config runs graphed on a GPU.
+the default config runs graphed on a GPU, and one whose step cannot be captured falls back to the eager step.
 """
 
 import contextlib
@@ -349,3 +349,37 @@ def test_gpu_a_default_trainer_runs_graphed_and_gives_the_eager_losses(task, cap
     g, e = (torch.tensor([loss for _, loss, _, _ in _train_rows(t.history)]) for t in (default, eager))
     print("default", g.tolist(), "eager", e.tolist())
     assert len(g) == 10 and ((g - e).abs() / e).max() <= 5e-3
+
+
+class SyncsOnTheHost(RodimusLM):
+    """A model whose forward reads a device value on the host, as many user models do: it cannot be captured."""
+
+    def forward(self, input_ids, **kwargs):
+        self.largest_id = int(input_ids.max())   # waits for the device
+        return super().forward(input_ids, **kwargs)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_a_step_that_cannot_be_captured_falls_back_to_eager_under_auto(task):
+    """A real failed capture (not the CPU tests' stand-in): under "auto" the Trainer warns and trains on eagerly,
+    from the step whose capture failed (the third: two eager warm-up steps first), with the eager run's losses;
+    under true it raises."""
+    def run(**overrides):
+        seed_everything(0)
+        trainer = Trainer(SyncsOnTheHost(ModelConfig(vocab_size=64, d_model=128, n_layers=2, mem_size=16)), task[0],
+                          task[1], TrainConfig(max_steps=8, batch_size=8, lr=3e-3, warmup_steps=3, eval_every=4,
+                                               progress=False, **overrides))
+        trainer.fit()
+        return trainer
+
+    with pytest.warns(RuntimeWarning, match=r"runs eagerly from step 3 on, because the training step could not be "
+                                            r"captured as a CUDA graph.*train\.cuda_graphs = false"):
+        fell_back = run()
+    assert fell_back.graphed_step is None and fell_back.step == 8
+    eager = run(cuda_graphs=False)
+    f, e = (torch.tensor([loss for _, loss, _, _ in _train_rows(t.history)]) for t in (fell_back, eager))
+    print("fell back", f.tolist(), "eager", e.tolist())
+    assert len(f) == 8 and ((f - e).abs() / e).max() <= 5e-3
+    with pytest.raises(NotCapturable, match="could not be captured"):
+        run(cuda_graphs=True)
