@@ -205,8 +205,9 @@ class GraphedStep:
             # capture that ends in an error leaves its side stream current and gradients from its memory pool.
             torch.cuda.set_stream(stream)
             self.optimizer.zero_grad(set_to_none=True)
-            # when capture_end fails too, its error is the one raised and the step's own is its context
-            said = "; then ".join(str(x).strip() for x in (e.__context__, e) if x is not None)
+            # when capture_end fails too, its error is the one raised and the step's own is its context; the
+            # first line of each (CUDA errors add four lines of generic debugging advice)
+            said = "; then ".join(str(x).strip().partition("\n")[0] for x in (e.__context__, e) if x is not None)
             raise NotCapturable(
                 "the training step could not be captured as a CUDA graph: something in it waits for the GPU "
                 "(.item(), float(tensor), a Python branch on a tensor's value, a CPU tensor copied in) or "
