@@ -13,8 +13,9 @@
 # (it is also copied to $OUT when that is set) and commit it between calls. Points run in priority order:
 # every point at the first learning rate of the spec, then the second learning rate.
 # COMMIT (or $RODIMUS_LAB_COMMIT), when given, is recorded with each point instead of what git finds there.
-# SET="section.field=value ..." is passed to the sweep as --set, e.g. SET="train.cuda_graphs=true train.log_every=50"
-# (the graphed Trainer: how a step runs, not what it computes, so done points stay done).
+# SET="section.field=value ..." is passed to the sweep as --set, e.g. SET="train.log_every=50" (read the loss
+# every 50 steps instead of every step: how a step runs, not what it computes, so done points stay done; the
+# Trainer already replays each step as a CUDA graph on a GPU, train.cuda_graphs: auto).
 # Needs torch and triton (a CUDA machine), pyyaml, tqdm, safetensors and tokenizers; not plotly: the figure is
 # not drawn there (--no-figure): render where plotly is installed with
 # `rodimus-lab sweep experiments/mqar_state_size.yaml --render --out docs/results/mqar_state_size`.
