@@ -58,6 +58,32 @@ def test_fused_backend_trains_like_the_reference_fp32(block):
 
 
 @interpreted
+def test_rodimus_plus_gradients_match_the_reference_at_the_largest_state():
+    """Rodimus+ at n = rodimus_kernels.ddts.MAX_STATE (256, the largest tile; the MQAR sweep's largest n): the
+    fused model's loss and every parameter's gradient are the reference backend's (float32). On the H200 the
+    sweep's Rodimus+ n = 256 stayed on the plateau where n = 128 and Rodimus n = 256 solved the task; this
+    rules out the kernel path at that size (docs/results/sweep_trials/rodimus_plus_n128_vs_n256_cpu/)."""
+    from rodimus_kernels.ddts import MAX_STATE
+
+    sizes = dict(d_model=64, mem_size=MAX_STATE, window=16, vocab_size=127)
+    ids = torch.randint(0, 127, (2, 70), generator=torch.Generator().manual_seed(1))   # 70: past a chunk of 64
+
+    def loss_and_grads(backend):
+        torch.manual_seed(0)
+        model = RodimusLM(config("rodimus_plus", backend, **sizes))
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        return loss.item(), {name: p.grad for name, p in model.named_parameters()}
+
+    loss, grads = loss_and_grads("triton")
+    ref_loss, ref_grads = loss_and_grads("reference")
+    assert abs(loss - ref_loss) <= 1e-5 * ref_loss
+    assert grads.keys() == ref_grads.keys()
+    worst = max(ref_grads, key=lambda name: rel_rms(grads[name], ref_grads[name]))
+    assert rel_rms(grads[worst], ref_grads[worst]) <= 1e-4, worst
+
+
+@interpreted
 @pytest.mark.parametrize("block", ["rodimus", "rodimus_plus"])
 def test_compiled_model_matches_eager(block):
     """torch.compile with the kernels as opaque custom ops: the losses of eager execution."""
