@@ -23,12 +23,13 @@ def config(block, backend, **overrides):
     return ModelConfig(**{**TINY, "block": block, "window": window, "backend": backend, **overrides})
 
 
-def train_losses(cfg, steps, *, device="cpu", compiled=None, autocast=False, batch=(2, 19), lr=1e-2):
-    """Losses of ``steps`` AdamW steps on one fixed random batch, from the seed-0 initialisation."""
+def train_losses(cfg, steps, *, device="cpu", compiled=None, fullgraph=False, autocast=False, batch=(2, 19), lr=1e-2):
+    """Losses of ``steps`` AdamW steps on one fixed random batch, from the seed-0 initialisation
+    (``compiled``: torch.compile's backend; ``fullgraph``: a graph break is an error)."""
     torch.manual_seed(0)
     model = RodimusLM(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    forward = torch.compile(model, backend=compiled) if compiled else model
+    forward = torch.compile(model, backend=compiled, fullgraph=fullgraph) if compiled else model
     ids = torch.randint(0, cfg.vocab_size, batch, generator=torch.Generator().manual_seed(1)).to(device)
     losses = []
     for _ in range(steps):
@@ -86,9 +87,10 @@ def test_rodimus_plus_gradients_match_the_reference_at_the_largest_state():
 @interpreted
 @pytest.mark.parametrize("block", ["rodimus", "rodimus_plus"])
 def test_compiled_model_matches_eager(block):
-    """torch.compile with the kernels as opaque custom ops: the losses of eager execution."""
+    """torch.compile with the kernels as opaque custom ops: the losses of eager execution, from one graph
+    (fullgraph: a graph break, which would hand every compiled step back to Python, fails the test)."""
     torch._dynamo.reset()
-    compiled = train_losses(config(block, "triton", n_layers=1), 2, compiled="aot_eager")
+    compiled = train_losses(config(block, "triton", n_layers=1), 2, compiled="aot_eager", fullgraph=True)
     eager = train_losses(config(block, "triton", n_layers=1), 2)
     assert rel_max(compiled, eager) <= 1e-5
 
