@@ -249,6 +249,46 @@ if sweep_files:
 # conclude). `docs/paper_figures.md` states our verdict for each claim, with these numbers and the scale.
 
 # %% [markdown]
+# ## 8. Why a coupled write gate learns slowly: how much of each key enters the state at initialisation
+# In the GPU sweep's table (section 7) the HGRN2-style gate (α̂ = 1 − α) sits far below DDTS at every n. One
+# cause can be measured before any training: at the initial gate biases — a long memory, α close to 1 — the
+# coupled gate writes 1 − α of each key, DDTS writes g^τ. Below: the gates of one freshly initialised mixer
+# (d 128, n 64, the sweep's initialisation), computed by hand from its gate logits and by the library.
+
+# %%
+seed_everything(0)
+mixer = RodimusLM(ModelConfig(vocab_size=64, d_model=128, n_layers=1, mem_size=64, gate="hgrn2", init_std=0.0884,
+                              embed_scale=11.31)).layers[0].mixer
+with torch.no_grad():   # a zero input: the gate logits are the projection's biases, the gates' starting point
+    g_logits, tau_logits = mixer.gate_logits(torch.zeros(1, 1, mixer.config.d_inner))[0, 0].chunk(2)
+g, tau = torch.nn.functional.softplus(g_logits), torch.sigmoid(tau_logits)
+alpha = torch.exp(-tau * g)                         # the decay, the same for both gates
+written = {"DDTS (α̂ = g^τ)": g ** tau, "HGRN2-style (α̂ = 1 − α)": 1 - alpha}
+for name, a_hat in written.items():
+    print(f"{name:<26} median α̂ {a_hat.median():.4f}   (1 − α: median {(1 - alpha).median():.4f})")
+ratio = (written["DDTS (α̂ = g^τ)"] / written["HGRN2-style (α̂ = 1 − α)"]).median()
+print(f"DDTS writes {ratio:.0f}× as much of each key (median over the 64 key dims)")
+
+# %%
+# check: the hand formulas are the library's gates (rodimus_lab.ddts.gates), and at these biases the coupled
+# gate writes at least ten times less than DDTS
+from rodimus_lab import ddts
+
+logits = torch.cat([g_logits, tau_logits])
+for kind, a_hat in (("ddts", written["DDTS (α̂ = g^τ)"]), ("hgrn2", written["HGRN2-style (α̂ = 1 − α)"])):
+    library = ddts.gates(kind, logits, 64)
+    assert torch.allclose(library.alpha_hat, a_hat, rtol=1e-5, atol=1e-7), kind
+    assert torch.allclose(library.log_alpha, torch.log(alpha), rtol=1e-5, atol=1e-7), kind
+assert ratio > 10, f"DDTS writes only {ratio:.1f}× as much"
+print("hand-computed gates = the library's; the coupled gate writes > 10× less at initialisation ✓")
+
+# %% [markdown]
+# A state that receives a few thousandths of each key gives the loss almost nothing to learn from, so the
+# coupled gate starts on a plateau; DDTS decouples the write (g^τ) from the forgetting (e^{−τg}) and writes
+# strongly from the first step. What training does to both gates afterwards, and the CPU runs behind it, are in
+# `docs/results/sweep_trials/hgrn2_gate_cpu/`.
+
+# %% [markdown]
 # **Summary.** What this notebook measured, and only that: the best test accuracy of each run (section 2), of four
 # gates at the same state memory at their best learning rate (section 3), and of each model on near and far queries
 # (section 4). Whether accuracy rises with n, and whether Rodimus+ gains most on near queries, is read off those

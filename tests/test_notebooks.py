@@ -124,6 +124,16 @@ PLANTED = {
                 self.residual_weight.data.copy_(saved)
         RodimusMixer.forward = forward
     """),
+    "HGRN2-style gate writes α": ("06_mqar_recall", "# check: the hand formulas are the library's gates", """
+        import rodimus_lab.ddts as D
+        _gates = D.gates
+        def gates(kind, logits, mem_size):
+            out = _gates(kind, logits, mem_size)
+            if kind == "hgrn2":
+                out = out._replace(alpha_hat=out.log_alpha.exp())       # planted: writes α, not 1 − α
+            return out
+        D.gates = gates
+    """),
     "Rodimus+ layer wired one-hop": ("05_rodimus_plus", "# check: the layer computes the two-hop form", """
         from rodimus_lab.model import Layer
         _forward = Layer.forward
