@@ -283,7 +283,7 @@ assert ratio > 10, f"DDTS writes only {ratio:.1f}× as much"
 print("hand-computed gates = the library's; the coupled gate writes > 10× less at initialisation ✓")
 
 # %% [markdown]
-# A state that receives a few thousandths of each key gives the loss almost nothing to learn from, so the
+# A state that receives under a hundredth of each key (the median above) gives the loss little to learn from, so the
 # coupled gate starts on a plateau; DDTS decouples the write (g^τ) from the forgetting (e^{−τg}) and writes
 # strongly from the first step. What training does to both gates afterwards, and the CPU runs behind it, are in
 # `docs/results/sweep_trials/hgrn2_gate_cpu/`.
