@@ -669,15 +669,22 @@ def _overrides(args) -> dict:
     return out
 
 
+# Every flag of add_arguments is one of these two: a worker gets the first as its parent got them (what it
+# trains, where, for how long); the second are the parent's (how the sweep is shared out, shown or drawn).
+# A new flag joins one of them (tests/test_sweep.py checks that none is left out).
+WORKER_FLAGS = ("runs", "device", "budget", "source", "set")
+PARENT_FLAGS = ("spec", "out", "only", "list", "render", "curves", "curve_every", "progress", "figure", "workers")
+
+
 def _worker_command(args, out: Path, names: list[str]) -> list[str]:
-    """This sweep's command for one worker: the same spec, folders, device, budget and overrides, its points."""
+    """This sweep's command for one worker: the same spec and WORKER_FLAGS, its points."""
     cmd = [sys.executable, "-m", "rodimus_lab.cli", "sweep", args.spec, "--out", str(out), "--workers", "1",
            "--progress", "false", "--no-figure", "--only", *names]   # the figure: once, by the parent
-    for flag, value in (("--runs", args.runs), ("--device", args.device), ("--budget", args.budget),
-                        ("--source", args.source)):
-        if value is not None:
-            cmd += [flag, str(value)]
-    return cmd + (["--set", *args.set] if args.set else [])
+    for dest in WORKER_FLAGS:
+        value = getattr(args, dest)
+        if value is not None and value != []:
+            cmd += [f"--{dest}", *(map(str, value) if isinstance(value, list) else [str(value)])]
+    return cmd
 
 
 def run_workers(args, spec: SweepSpec, out: Path, overrides: dict) -> int:

@@ -318,3 +318,20 @@ def test_set_given_twice_applies_both_lists():
     sweep.add_arguments(parser)
     args = parser.parse_args(["spec.yaml", "--set", "train.max_steps=5", "data.seq_len=64", "--set", "train.lr=0.1"])
     assert args.set == ["train.max_steps=5", "data.seq_len=64", "train.lr=0.1"]
+
+
+def test_a_worker_gets_every_flag_of_what_it_trains():
+    """--workers N starts N copies of the command: each must get the parent's spec overrides, folders, device,
+    budget and source (a flag forgotten there would train the workers' points with another config)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    sweep.add_arguments(parser)
+    flags = {a.dest for a in parser._actions} - {"help"}
+    assert flags == set(sweep.WORKER_FLAGS) | set(sweep.PARENT_FLAGS), "a new flag: add it to WORKER_FLAGS or PARENT_FLAGS"
+    parent = parser.parse_args(["spec.yaml", "--workers", "3", "--runs", "/r", "--device", "cuda:1", "--budget", "90",
+                                "--source", "/text", "--set", "train.lr=0.1", "model.n_layers=3"])
+    cmd = sweep._worker_command(parent, Path("/out"), ["a", "b"])
+    worker = parser.parse_args(cmd[cmd.index("sweep") + 1:])
+    assert {f: getattr(worker, f) for f in sweep.WORKER_FLAGS} == {f: getattr(parent, f) for f in sweep.WORKER_FLAGS}
+    assert (worker.workers, worker.only, worker.out, worker.figure) == (1, ["a", "b"], "/out", False)
