@@ -46,6 +46,11 @@ def _train_rows(history):
     return [(r["step"], r["loss"], r["grad_norm"], r["lr"]) for r in history if r["kind"] == "train"]
 
 
+def _logged_losses(trainer) -> torch.Tensor:
+    """The logged training loss of every step of ``trainer``'s run."""
+    return torch.tensor([loss for _, loss, _, _ in _train_rows(trainer.history)])
+
+
 # ------------------------------------------------------------------------------ CPU
 
 def test_training_step_averages_clips_steps_and_drops_the_gradients():
@@ -199,7 +204,7 @@ def test_a_failed_capture_under_auto_falls_back_to_the_eager_step(task, monkeypa
     assert trainer.graphed_step is None and not trainer.step_choice.graphed
     assert "step 1 could not run as a CUDA graph" in trainer.step_choice.reason
     # the same steps as the eager run's (its AdamW is not the fused one: equal up to rounding)
-    fell_back, plain = (torch.tensor([loss for _, loss, _, _ in _train_rows(t.history)]) for t in (trainer, eager))
+    fell_back, plain = map(_logged_losses, (trainer, eager))
     assert len(fell_back) == 6 and torch.allclose(fell_back, plain, rtol=1e-5, atol=0)
 
 
@@ -313,7 +318,7 @@ def test_gpu_graphed_trainer_matches_eager_and_resumes(block, task, tmp_path):
     eager.fit()
     graphed = run(cuda_graphs=True, out_dir=str(tmp_path / "full"))
     graphed.fit()
-    e, g = (torch.tensor([loss for _, loss, _, _ in _train_rows(t.history)]) for t in (eager, graphed))
+    e, g = map(_logged_losses, (eager, graphed))
     print(block, "graphed", g.tolist(), "eager", e.tolist())
     assert len(g) == 12 and ((g - e).abs() / e).max() <= 5e-3
 
@@ -327,7 +332,7 @@ def test_gpu_graphed_trainer_matches_eager_and_resumes(block, task, tmp_path):
     resumed = run(cuda_graphs=True, out_dir=str(tmp_path / "cut"))
     resumed.resume()
     resumed.fit()
-    r = torch.tensor([loss for _, loss, _, _ in _train_rows(resumed.history)])
+    r = _logged_losses(resumed)
     assert len(r) == 12 and ((r - g).abs() / g).max() <= 5e-3
 
 
@@ -346,7 +351,7 @@ def test_gpu_a_default_trainer_runs_graphed_and_gives_the_eager_losses(task, cap
     assert "training step: one CUDA graph, replayed (train.cuda_graphs = auto" in capsys.readouterr().err
     eager = _trainer(task, model=cfg, max_steps=10, grad_accum=2, cuda_graphs=False)
     eager.fit()
-    g, e = (torch.tensor([loss for _, loss, _, _ in _train_rows(t.history)]) for t in (default, eager))
+    g, e = map(_logged_losses, (default, eager))
     print("default", g.tolist(), "eager", e.tolist())
     assert len(g) == 10 and ((g - e).abs() / e).max() <= 5e-3
 
@@ -378,7 +383,7 @@ def test_gpu_a_step_that_cannot_be_captured_falls_back_to_eager_under_auto(task)
         fell_back = run()
     assert fell_back.graphed_step is None and fell_back.step == 8
     eager = run(cuda_graphs=False)
-    f, e = (torch.tensor([loss for _, loss, _, _ in _train_rows(t.history)]) for t in (fell_back, eager))
+    f, e = map(_logged_losses, (fell_back, eager))
     print("fell back", f.tolist(), "eager", e.tolist())
     assert len(f) == 8 and ((f - e).abs() / e).max() <= 5e-3
     with pytest.raises(NotCapturable, match="could not be captured"):
