@@ -104,8 +104,8 @@ def _use_triton(backend: str, x: torch.Tensor) -> bool:
 
 
 def _fuse_eagerly(backend: str, x: torch.Tensor) -> bool:
-    """The kernels for element-wise work that torch.compile fuses as well by itself (pre-norms, RoPE):
-    on the kernel backend, outside compilation."""
+    """The kernel for element-wise work that torch.compile fuses as well by itself (the pre-norm, with the
+    residual add before it): on the kernel backend, outside compilation."""
     return _use_triton(backend, x) and not torch.compiler.is_compiling()
 
 
@@ -278,21 +278,27 @@ class Attention(nn.Module):
         """RoPE in the variant the config names (partial, interleaved, the official XPos scale)."""
         c = self.config
         plain = c.rope_dim in (None, c.head_dim) and not c.rope_interleaved and c.xpos_scale_base is None
-        if plain and offset == 0 and _fuse_eagerly(c.backend, x):   # a whole sequence: one kernel, fwd and bwd
+        # A whole sequence: one kernel, fwd and bwd, compiled or not (left to Inductor, the reference's float64
+        # cos/sin were fused into the rotation and recomputed for every head: 5.4 ms of a 66 ms H200 step).
+        if plain and offset == 0 and _use_triton(c.backend, x):
             return _glue().rope(x, *self._rope_tables(x.shape[1], x.device))
         return attn_ref.rope(x, offset=offset, base=c.rope_base, dims=c.rope_dim, interleaved=c.rope_interleaved,
                              xpos_scale_base=c.xpos_scale_base,
                              xpos_center=c.max_seq_len // 2 if c.xpos_scale_base is not None else 0)
 
     def _rope_tables(self, T: int, device):
-        """cos, sin [T, head_dim / 2] of positions 0 … T − 1 for the RoPE kernel, made once per length."""
+        """cos, sin [T, head_dim / 2] of positions 0 … T − 1 for the RoPE kernel: made once per length, or in
+        the graph under torch.compile (a cache filled while tracing is guarded on, and would compile the model
+        a second time; the [T, head_dim / 2] tables cost microseconds)."""
         key = (T, str(device))
-        if key not in self._tables:
-            half = self.config.head_dim // 2
-            cos, sin = attn_ref.rope_cos_sin(torch.arange(T, device=device), self.config.head_dim,
-                                             base=self.config.rope_base)
-            self._tables[key] = cos[:, :half].contiguous(), sin[:, :half].contiguous()
-        return self._tables[key]
+        if key in self._tables:
+            return self._tables[key]
+        half = self.config.head_dim // 2
+        cos, sin = attn_ref.rope_cos_sin(torch.arange(T, device=device), self.config.head_dim, base=self.config.rope_base)
+        tables = cos[:, :half].contiguous(), sin[:, :half].contiguous()
+        if not torch.compiler.is_compiling():
+            self._tables[key] = tables
+        return tables
 
     def forward(self, x, state: dict | None = None, position: int = 0):
         """x: RMS-normed [B, T, d] → [B, T, d].

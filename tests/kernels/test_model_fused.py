@@ -9,6 +9,7 @@ Inductor-compiled against eager, and the Transformer's SDPA path against the ref
 
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounterWithBackend
 
 from conftest import gpu, interpreted, rel_rms
 from rodimus_lab import ModelConfig, RodimusLM
@@ -25,7 +26,7 @@ def config(block, backend, **overrides):
 
 def train_losses(cfg, steps, *, device="cpu", compiled=None, fullgraph=False, autocast=False, batch=(2, 19), lr=1e-2):
     """Losses of ``steps`` AdamW steps on one fixed random batch, from the seed-0 initialisation
-    (``compiled``: torch.compile's backend; ``fullgraph``: a graph break is an error)."""
+    (``compiled``: torch.compile's backend, a name or a callable; ``fullgraph``: a graph break is an error)."""
     torch.manual_seed(0)
     model = RodimusLM(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -90,9 +91,15 @@ def test_compiled_model_matches_eager(block):
     """torch.compile with the kernels as opaque custom ops: the losses of eager execution, from one graph
     (fullgraph: a graph break, which would hand every compiled step back to Python, fails the test)."""
     torch._dynamo.reset()
-    compiled = train_losses(config(block, "triton", n_layers=1), 2, compiled="aot_eager", fullgraph=True)
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = train_losses(config(block, "triton", n_layers=1), 2, compiled=counter, fullgraph=True)
     eager = train_losses(config(block, "triton", n_layers=1), 2)
     assert rel_max(compiled, eager) <= 1e-5
+    assert counter.frame_count == 1   # traced once: the second step does not recompile (e.g. on a filled cache)
+    ops = {str(node.target) for node in counter.graphs[0].graph.nodes if node.op == "call_function"}
+    assert "rodimus.ddts.default" in ops
+    if block == "rodimus_plus":   # q and k rotate in the RoPE kernel, not in Inductor's fusion of the reference
+        assert "rodimus.rope.default" in ops and "rodimus.sw_ska.default" in ops
 
 
 # ----------------------------------------------------------------------------- GPU (bf16)
