@@ -81,6 +81,7 @@ def _block(m: int) -> int:
 
 CONV_TILES = (32, 64)    # (times, channels) per program: no register spills on sm_90a (ptxas -v)
 CONV_TILES_CPU = (16, 32)
+CONV_WARPS = 4           # warps per conv program, forward and backward (benchmarks/tune_kernels.py sweeps both)
 CONV_TAPS = 4            # the kernels' taps; shorter kernels get leading zero taps, longer ones the twin
 
 
@@ -102,7 +103,7 @@ def _short_conv_silu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     y = torch.empty(B, T, M, device=x.device, dtype=x.dtype)
     BT, BC = _conv_tiles(x)
     _kernels().conv_silu_fwd[(cdiv(T, BT), cdiv(M, BC), B)](
-        x, _four_taps(weight), bias.contiguous(), y, T, M, x.stride(0), x.stride(1), BT=BT, BC=BC, num_warps=4)
+        x, _four_taps(weight), bias.contiguous(), y, T, M, x.stride(0), x.stride(1), BT=BT, BC=BC, num_warps=CONV_WARPS)
     return y
 
 
@@ -121,7 +122,7 @@ def _short_conv_silu_backward(dy: Tensor, x: Tensor, weight: Tensor, bias: Tenso
     db_part = torch.empty(parts, M, device=x.device, dtype=torch.float32)
     _kernels().conv_silu_bwd[(cdiv(T, BT), cdiv(M, BC), B)](
         x, _four_taps(weight), bias.contiguous(), dy.contiguous(), dx, dw_part, db_part, T, M,
-        x.stride(0), x.stride(1), BT=BT, BC=BC, num_warps=4)
+        x.stride(0), x.stride(1), BT=BT, BC=BC, num_warps=CONV_WARPS)
     dw = dw_part.sum(0)
     if weight.shape[-1] < CONV_TAPS:   # drop the leading zero taps' gradients (a slice view costs host time)
         dw = dw[:, CONV_TAPS - weight.shape[-1]:]
