@@ -77,3 +77,14 @@ def test_results_from_before_compile_mode_still_print():
                                                                                                  ("llama", 4e5))]}
     table = bench_train.format_table(old)
     assert "compiled:default" in table and "Rodimus compiled:default T=2048: 0.50x Llama's tokens/s" in table
+
+
+def test_profile_top_sets_the_rows_of_the_profile_table(tmp_path):
+    def kernel_rows(top):
+        results = bench_train.main([*TOY, "--models", "rodimus", "--seq-lens", "16", "--profile",
+                                    "--profile-top", str(top), "--out", str(tmp_path / f"p{top}.json")])
+        lines = results["rows"][0]["profile"].splitlines()
+        rules = [i for i, line in enumerate(lines) if line.startswith("---")]   # above, below the header; below the rows
+        return rules[2] - rules[1] - 1
+
+    assert kernel_rows(3) == 3 and kernel_rows(9) == 9

@@ -162,8 +162,8 @@ def _profile(step, device, top: int) -> str:
 
 
 def run(models=MODELS, seq_lens=(2048, 8192), *, modes=("eager", "compiled"), compiled_seq_lens=None,
-        compile_mode="default", tokens=16384, device="cuda", warmup=3, steps=6, profile=False, backend="auto",
-        out=None, command=None, **sizes) -> dict:
+        compile_mode="default", tokens=16384, device="cuda", warmup=3, steps=6, profile=False, profile_top=25,
+        backend="auto", out=None, command=None, **sizes) -> dict:
     """Every model × T × mode; ``compiled_seq_lens`` limits the compiled rows (None: every T), which run
     under torch.compile's ``compile_mode``. With ``out`` the results file is rewritten after every row, so a
     crash keeps the rows measured before it."""
@@ -183,7 +183,7 @@ def run(models=MODELS, seq_lens=(2048, 8192), *, modes=("eager", "compiled"), co
                 config = model_config(name, backend=backend, **sizes)
                 try:
                     row = measure(name, config, seq_len, tokens=tokens, mode=mode, compile_mode=compile_mode,
-                                  device=device, warmup=warmup, steps=steps, profile=profile)
+                                  device=device, warmup=warmup, steps=steps, profile=profile, top=profile_top)
                 except Exception as e:   # noqa: BLE001 — a failing row is a result (OOM, compile or capture error)
                     row = _row(name, seq_len, mode, compile_mode,
                                error=f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
@@ -308,6 +308,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=6, help="timed steps (mean reported)")
     parser.add_argument("--profile", action="store_true", help="print the top kernels of one step per row")
+    parser.add_argument("--profile-top", type=int, default=25, help="rows of each profile table (default %(default)s)")
     parser.add_argument("--out", default=None, help="results file (default runs/bench/train_<device>.json)")
     parser.add_argument("--figure", default=None, help="also draw tokens/s and peak memory into this image (plotly)")
     args = parser.parse_args(argv)
@@ -322,7 +323,7 @@ def main(argv=None) -> dict:
     arguments = sys.argv[1:] if argv is None else list(argv)
     results = run(models, [int(T) for T in args.seq_lens.split(",")], modes=modes, compiled_seq_lens=compiled_seq_lens,
                   compile_mode=args.compile_mode, tokens=args.tokens, device=args.device, warmup=args.warmup,
-                  steps=args.steps, profile=args.profile, backend=args.backend, out=out,
+                  steps=args.steps, profile=args.profile, profile_top=args.profile_top, backend=args.backend, out=out,
                   command=" ".join(["rodimus-lab bench train", *arguments]),
                   d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, vocab_size=args.vocab_size,
                   window=args.window)
