@@ -286,7 +286,9 @@ def table(name: str, result: dict) -> str:
             gain = f"{current[key] / r[key]:6.2f}x" if current else "     -"
             lines.append(f"  {mark} {r['label']:44s} {r['fwd_ms']:8.3f} {r['bwd_ms']:8.3f} {r['total_ms']:9.3f} "
                          f"{gain:>7s} {r['max_error']:8.1e}")
-    if result["skipped"]:
+    if "failure" in result:
+        lines.append(f"  the current configuration failed: {result['failure'][:200]}")
+    elif result["skipped"]:
         lines.append(f"  budget spent, not tried: {'; '.join(result['skipped'])}")
     return "\n".join(lines)
 
@@ -339,7 +341,12 @@ def main(argv=None) -> dict:
         share = (a.budget_s - (time.monotonic() - started)) / (len(names) - i)
         family = FAMILIES[name](a, gen)
         print(f"{name}: {len(family.candidates)} candidates, {max(share, 0):.0f} s", flush=True)
-        results[name] = sweep(family, share, a.warmup, a.reps, a.cuda, a.seed)
+        try:
+            results[name] = sweep(family, share, a.warmup, a.reps, a.cuda, a.seed)
+        except Exception as e:   # the current configuration itself failed: no reference, the next family goes on
+            print(f"{name}: the current configuration failed, nothing to compare with: {type(e).__name__}: {e}")
+            results[name] = {"metric": family.metric, "rows": [], "skipped": [c.label for c in family.candidates],
+                             "failure": f"{type(e).__name__}: {e}"}
     for name, result in results.items():
         print("\n" + table(name, result))
     report = {**header, "families": results}
