@@ -79,7 +79,9 @@ def _block(m: int) -> int:
 
 # --------------------------------------------------------------- short conv + SiLU
 
-CONV_TILES = (32, 64)    # (times, channels) per program: no register spills on sm_90a (ptxas -v)
+# (times, channels) per program: fastest of `benchmarks/tune_kernels.py --only conv` on the H200 at a Rodimus+
+# layer's shapes (B 8, T 2048, m 1536, bf16; fwd + bwd 0.289 ms vs 0.377 for (32, 64); docs/benchmarks.md)
+CONV_TILES = (64, 32)
 CONV_TILES_CPU = (16, 32)
 CONV_WARPS = 4           # warps per conv program, forward and backward (benchmarks/tune_kernels.py sweeps both)
 CONV_TAPS = 4            # the kernels' taps; shorter kernels get leading zero taps, longer ones the twin
