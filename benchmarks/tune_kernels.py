@@ -265,6 +265,9 @@ def sweep(family: Family, budget_s: float, warmup: int, reps: int, cuda: bool, s
         rows.append(row)
         print(f"  {family.name}: {cand.label}: " + (row.get("failure") or
               f"max rel RMS {row['max_error']:.1e}" + ("" if row["ok"] else " MISMATCH")), flush=True)
+        if "illegal memory access" in row.get("failure", ""):   # sticky: every later CUDA call in this process fails
+            return {"metric": family.metric, "rows": rows, "skipped": [c.label for c in family.candidates[i + 1:]],
+                    "context_lost": cand.label}
     return {"metric": family.metric, "rows": rows, "skipped": skipped}
 
 
@@ -289,6 +292,9 @@ def table(name: str, result: dict) -> str:
                          f"{gain:>7s} {r['max_error']:8.1e}")
     if "failure" in result:
         lines.append(f"  the current configuration failed: {result['failure'][:200]}")
+    elif "context_lost" in result:
+        lines.append(f"  {result['context_lost']} broke the CUDA context (illegal memory access): not run after it, "
+                     f"in this process: {'; '.join(result['skipped'])}")
     elif result["skipped"]:
         lines.append(f"  budget spent, not tried: {'; '.join(result['skipped'])}")
     return "\n".join(lines)
@@ -348,6 +354,10 @@ def main(argv=None) -> dict:
             print(f"{name}: the current configuration failed, nothing to compare with: {type(e).__name__}: {e}")
             results[name] = {"metric": family.metric, "rows": [], "skipped": [c.label for c in family.candidates],
                              "failure": f"{type(e).__name__}: {e}"}
+        if "context_lost" in results[name]:
+            print(f"the CUDA context is lost: families not run: {', '.join(names[i + 1:]) or 'none'} "
+                  f"(run them in a new process with --only)")
+            break
     for name, result in results.items():
         print("\n" + table(name, result))
     report = {**header, "families": results}

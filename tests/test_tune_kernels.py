@@ -8,10 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("triton")
-
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "tune_kernels.py"
 ENV = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
@@ -57,3 +53,27 @@ def test_a_wrong_candidate_is_reported_as_mismatching():
     ok, error, timed = done.stdout.split("PLANTED")[1].split()
     assert ok == "False" and float(error) > 1e-2 and timed == "False"
     assert "planted" in done.stdout and "MISMATCH" in done.stdout
+
+
+LOST = """
+import sys, torch
+sys.path.insert(0, "benchmarks")
+import tune_kernels as tk
+a = tk.options(["--device", "cpu", "--seq", "24"])
+family = tk.conv_family(a, torch.Generator().manual_seed(0))
+def lost(w):
+    raise RuntimeError("CUDA error: an illegal memory access was encountered")
+family.candidates[1:] = [tk.Candidate("breaks", {("rodimus_kernels.glue", "_four_taps"): lost}), family.candidates[1]]
+result = tk.sweep(family, budget_s=60, warmup=0, reps=1, cuda=False)
+print(tk.table("conv", result))
+print("ROWS", len(result["rows"]), "SKIPPED", len(result["skipped"]))
+"""
+
+
+def test_a_lost_cuda_context_stops_the_sweep_and_says_so():
+    """After an illegal memory access every CUDA call of the process fails: the candidates after it are
+    listed as not run, not reported as failing themselves."""
+    done = subprocess.run([sys.executable, "-c", LOST], capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ROWS 2 SKIPPED 1" in done.stdout
+    assert "breaks broke the CUDA context" in done.stdout
