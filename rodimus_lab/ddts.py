@@ -259,6 +259,15 @@ def _decay_matrix(log_alpha_cumsum: torch.Tensor) -> torch.Tensor:
     return diff.masked_fill(~causal[..., None], float("-inf")).exp()
 
 
+def _decayed_scores(q: torch.Tensor, k: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
+    """Σ_n q_i[n] k_j[n] decay[i, j, n]: [..., T, T] from q, k [..., T, n] and decay [..., T, T, n].
+
+    A broadcast product and a sum over n: the same einsum runs as batched 1×n by n×1 matrix products,
+    and with it the chunkwise form's forward and backward took a third longer on the CPU (n = 16,
+    chunks of 16, the CPU demo's shape)."""
+    return (q.unsqueeze(-2) * k.unsqueeze(-3) * decay).sum(-1)
+
+
 def ddts_parallel(q, k, v, log_alpha, *, scale=None):
     """All tokens at once: O = A V with the implicit attention matrix A.
 
@@ -271,7 +280,7 @@ def ddts_parallel(q, k, v, log_alpha, *, scale=None):
     out_dtype, dtype = v.dtype, _compute_dtype(v)
     q, k, v, log_alpha = (x.to(dtype).transpose(1, 2) for x in (q, k, v, log_alpha))  # [B, H, T, ·]
     decay = _decay_matrix(log_alpha.cumsum(dim=-2))
-    attn = _scale(scale, q.shape[-1]) * torch.einsum("bhin,bhjn,bhijn->bhij", q, k, decay)
+    attn = _scale(scale, q.shape[-1]) * _decayed_scores(q, k, decay)
     o = attn @ v
     return o.transpose(1, 2).to(out_dtype), attn
 
@@ -316,7 +325,7 @@ def ddts_chunkwise(q, k, v, log_alpha, *, chunk_size=64, scale=None, initial_sta
     b_last = b[..., -1:, :]                            # decay across the whole chunk
 
     # Within each chunk: the implicit attention restricted to the chunk.
-    attn = torch.einsum("bhcin,bhcjn,bhcijn->bhcij", q, k, _decay_matrix(b))
+    attn = _decayed_scores(q, k, _decay_matrix(b))
     o = attn @ v                                       # [B, H, N, C, m]
 
     # What each chunk adds to the state, decayed to the chunk's end.
