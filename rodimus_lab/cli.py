@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,11 +42,22 @@ DEMO = {
     "model": {"d_model": 128, "n_layers": 1, "mem_size": 16, "expand": 1.0, "tie_embeddings": True,
               "backend": "reference"},
     "train": {"max_steps": 1000, "batch_size": 32, "lr": 1e-2, "warmup_steps": 20, "eval_every": 0,
-              "eval_batch_size": 256, "stop_at_accuracy": 0.99, "weight_decay": 0.1, "out_dir": "runs/demo"},
+              "eval_batch_size": 64, "stop_at_accuracy": 0.99, "weight_decay": 0.1, "out_dir": "runs/demo"},
     "data": {"task": "mqar", "preset": "demo", "num_valid": 256},
 }
-DEMO_THREADS = 1
+DEMO_THREADS = 2          # where idle threads sleep (demo_threads); more than 2 was not measured
 DEMO_CHECK_EVERY = 40   # steps between the cheap validation checks (train.AccuracyCheck)
+
+
+def demo_threads() -> int:
+    """The demo's torch threads: DEMO_THREADS (at most the cores this process may use) where idle OpenMP
+    threads sleep (OMP_WAIT_POLICY=PASSIVE, which the ``rodimus-lab`` command sets before torch loads:
+    rodimus_lab_entry), else 1 — with OpenMP's default spin-waiting, a second thread made the demo's
+    small steps many times slower whenever another process wanted a core."""
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(DEMO_THREADS, cores)
 
 # `rodimus-lab CMD --help` ends with these; `rodimus-lab --help` lists them all.
 EXAMPLES = {
@@ -294,6 +306,11 @@ def _print_eval(history) -> None:
         print(json.dumps({k: v for k, v in evals[-1].items() if k != "kind"}, indent=1))
 
 
+def _threads_text() -> str:
+    n = torch.get_num_threads()
+    return f"{n} torch thread{'s' * (n > 1)}"
+
+
 def cmd_demo(args) -> int:
     from .data.mqar import mqar_token_labels
     from .report import gate_figure, write_report
@@ -316,7 +333,8 @@ def cmd_demo(args) -> int:
                                                DEMO_CHECK_EVERY))
     print(f"rodimus-lab demo: MQAR L={test.seq_len}, {test.num_kv_pairs} key-value pairs, "
           f"vocab {trainer.model.config.vocab_size}; a {trainer.model.num_parameters():,}-parameter Rodimus "
-          f"on {trainer.device.type}" + (f", writing to {trainer.out_dir}" if trainer.out_dir else ""))
+          f"on {trainer.device.type}" + (f" ({_threads_text()})" if trainer.device.type == "cpu" else "")
+          + (f", writing to {trainer.out_dir}" if trainer.out_dir else ""))
     _fit(trainer, "demo")
     elapsed = time.perf_counter() - start
     final = [r for r in trainer.history if r.get("kind") == "eval"][-1]
@@ -327,6 +345,7 @@ def cmd_demo(args) -> int:
     summary = {"task": f"MQAR L={test.seq_len} p={test.num_kv_pairs}", "test accuracy": accuracy,
                "test examples": len(test), "steps": trainer.step, "wall time (s)": round(elapsed, 1),
                "parameters": trainer.model.num_parameters(), "device": trainer.device.type,
+               "torch threads": torch.get_num_threads(),
                "config": str(out / "config.json") if out else "-"}
     tokens = mqar_token_labels(test.inputs[0], test.labels[0], test.num_kv_pairs)
     figure = gate_figure(trainer.model, test.inputs[0], tokens)
@@ -477,9 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="a few seconds' smoke run (low accuracy)")
     p.add_argument("--overwrite", action="store_true", help="replace the run that --out holds")
     p.add_argument("--steps", dest="train.max_steps", type=int, default=None, help="training steps (= --max-steps)")
-    p.add_argument("--threads", type=int, default=DEMO_THREADS,
-                   help=f"CPU threads for torch (default {DEMO_THREADS}: the demo's small ops gain little from more, "
-                        "and lose a lot when other work shares the cores)")
+    p.add_argument("--threads", type=_int_from(1), default=None,
+                   help=f"CPU threads for torch (default {DEMO_THREADS} where idle threads sleep, i.e. "
+                        "OMP_WAIT_POLICY=PASSIVE, which the rodimus-lab command sets unless you set it; else 1)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_demo)
 
@@ -559,8 +578,10 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv   # `train --nproc` hands the same flags on to torchrun
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
+    threads = getattr(args, "threads", None) or (demo_threads() if args.command == "demo" else None)
+    threads_before = torch.get_num_threads()   # restored at the end (a test may run commands in-process)
+    if threads:
+        torch.set_num_threads(threads)
     try:
         return args.func(args)
     except (CommandError, ValueError, CheckpointError, DataUnavailableError, OSError, KeyboardInterrupt) as e:
@@ -571,6 +592,8 @@ def main(argv=None) -> int:
         code = e.code if isinstance(e, CommandError) else 2
         print(f"rodimus-lab {args.command}: {'' if code == 130 else 'error: '}{_message(e)}", file=sys.stderr)
         return code
+    finally:
+        torch.set_num_threads(threads_before)
 
 
 if __name__ == "__main__":
