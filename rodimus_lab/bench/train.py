@@ -16,8 +16,9 @@ step (fused AdamW with ``capturable=True``) replayed as one CUDA graph (``rodimu
 in the warm-up's last step; CUDA only), which removes the host's launch work that bounds the eager steps.
 Every model runs in every mode asked for, the Llama peer included, and is compared with the peer of the
 same mode. ``peak`` is the CUDA allocator's most allocated bytes during the timed steps (weights, gradients
-and optimizer state included); in graphed mode during the warm-up too, since a replay allocates nothing:
-its memory was allocated, and is measured, while the step was recorded.
+and optimizer state included); where the step replays CUDA graphs (``graphed``; ``compiled`` in
+``reduce-overhead``) during the warm-up too, since a replay allocates nothing: its memory was allocated, and
+is measured, while the graphs were recorded.
 
 The outside peer is ``transformers``' LlamaForCausalLM with ``attn_implementation="sdpa"`` at the
 Transformer++'s sizes (same d, layers, heads, SwiGLU width, vocabulary; untied head), the baseline a
@@ -118,14 +119,14 @@ def measure(name: str, config: ModelConfig, seq_len: int, *, tokens=16384, mode=
 
     row = _row(name, seq_len, mode, compile_mode, batch=batch, params=params)
     losses = []
-    if device.type == "cuda":   # graphed: from here (its step's memory is allocated while the step is recorded)
+    if device.type == "cuda":   # replayed graphs: from here (their memory is allocated while they are recorded)
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for _ in range(warmup):
         losses.append(step())
     _sync(device)
     row["warmup_s"] = time.perf_counter() - start
-    if device.type == "cuda" and mode != "graphed":
+    if device.type == "cuda" and not replays_graphs(mode, compile_mode):
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     for _ in range(steps):
@@ -147,6 +148,11 @@ def measure(name: str, config: ModelConfig, seq_len: int, *, tokens=16384, mode=
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return row
+
+
+def replays_graphs(mode: str, compile_mode: str) -> bool:
+    """Whether the timed steps replay CUDA graphs recorded in the warm-up (and so allocate nothing)."""
+    return mode == "graphed" or (mode == "compiled" and compile_mode == "reduce-overhead")
 
 
 def _profile(step, device, top: int) -> str:
