@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from . import ModelConfig, RodimusLM, cache_bytes, distributed, seed_everything
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from .config import ConfigError
+from .cpu_threads import cpu_sample, free_threads
 from .data.recipe import DataConfig, build_data, data_vocab_size, validation_split
 from .data.text import DataUnavailableError
 from .run_config import SECTIONS, flag_value, read_config_file, resolve_configs
@@ -45,19 +45,8 @@ DEMO = {
               "eval_batch_size": 64, "stop_at_accuracy": 0.99, "weight_decay": 0.1, "out_dir": "runs/demo"},
     "data": {"task": "mqar", "preset": "demo", "num_valid": 256},
 }
-DEMO_THREADS = 2          # where idle threads sleep (demo_threads); more than 2 was not measured
+DEMO_THREADS = 2        # at most; the cores other processes leave free (cpu_threads.free_threads)
 DEMO_CHECK_EVERY = 40   # steps between the cheap validation checks (train.AccuracyCheck)
-
-
-def demo_threads() -> int:
-    """The demo's torch threads: DEMO_THREADS (at most the cores this process may use) where idle OpenMP
-    threads sleep (OMP_WAIT_POLICY=PASSIVE, which the ``rodimus-lab`` command sets before torch loads:
-    rodimus_lab_entry), else 1 — with OpenMP's default spin-waiting, a second thread made the demo's
-    small steps many times slower whenever another process wanted a core."""
-    if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
-        return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return min(DEMO_THREADS, cores)
 
 # `rodimus-lab CMD --help` ends with these; `rodimus-lab --help` lists them all.
 EXAMPLES = {
@@ -326,7 +315,10 @@ def cmd_demo(args) -> int:
             print(f"{default} holds an earlier demo run; this one writes to {base['train']['out_dir']} "
                   f"(--out {default} --overwrite replaces it)")
     start = time.perf_counter()
+    sample = cpu_sample()   # what other processes use while the run is built decides the threads
     trainer, cfg = _build_run(base, args)
+    if args.threads is None:
+        torch.set_num_threads(free_threads(DEMO_THREADS, sample))
     test = trainer.eval_data
     if trainer.config.stop_at_accuracy is not None and cfg["data"].num_valid:   # stop at the target, checked cheaply
         trainer.callbacks.append(AccuracyCheck(validation_split(cfg["data"]), trainer.config.stop_at_accuracy,
@@ -497,8 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the run that --out holds")
     p.add_argument("--steps", dest="train.max_steps", type=int, default=None, help="training steps (= --max-steps)")
     p.add_argument("--threads", type=_int_from(1), default=None,
-                   help=f"CPU threads for torch (default {DEMO_THREADS} where idle threads sleep, i.e. "
-                        "OMP_WAIT_POLICY=PASSIVE, which the rodimus-lab command sets unless you set it; else 1)")
+                   help=f"CPU threads for torch (default: up to {DEMO_THREADS}, one per core that other processes "
+                        "leave free, where idle threads sleep — OMP_WAIT_POLICY=PASSIVE, which the rodimus-lab "
+                        "command sets unless you set it — else 1; the result depends on the thread count)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_demo)
 
@@ -578,10 +571,9 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv   # `train --nproc` hands the same flags on to torchrun
-    threads = getattr(args, "threads", None) or (demo_threads() if args.command == "demo" else None)
     threads_before = torch.get_num_threads()   # restored at the end (a test may run commands in-process)
-    if threads:
-        torch.set_num_threads(threads)
+    if getattr(args, "threads", None):   # else the command's own choice (demo) or torch's
+        torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except (CommandError, ValueError, CheckpointError, DataUnavailableError, OSError, KeyboardInterrupt) as e:
