@@ -73,6 +73,7 @@ from .checkpoint import CheckpointError, latest_checkpoint
 from .run_config import flag_value, resolve_configs
 from .config import ModelConfig
 from .data.recipe import DataConfig, build_data, data_vocab_size
+from .files import read_jsonl
 from .memory import cache_bytes, cache_elements
 from .train import HOW_IT_RUNS, Callback, Trainer, TrainConfig
 
@@ -263,23 +264,9 @@ def _device_name(device: torch.device) -> str:
 
 # ------------------------------------------------------------------------------------------ results
 
-def _read_jsonl(path: Path) -> list[dict]:
-    """The rows of a JSONL file (none when it does not exist; an unfinished last line, from a kill
-    mid-write, is ignored)."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
 def read_results(out_dir: str | os.PathLike) -> list[dict]:
     """The finished points of a sweep folder."""
-    return _read_jsonl(Path(out_dir) / RESULTS)
+    return read_jsonl(Path(out_dir) / RESULTS, missing_ok=True)
 
 
 def _append(out_dir: Path, record: dict) -> None:
@@ -612,7 +599,7 @@ def print_curves(spec: SweepSpec, out_dir, *, runs_dir=None, only=None, override
         raise ValueError(f"--curve-every {every}: give a number of steps (0: a row per evaluation only)")
     runs, curves = _runs_dir(out_dir, runs_dir), {}
     for name, status in point_status(spec, out_dir, runs_dir, only, overrides):
-        curve = learning_curve(_read_jsonl(runs / name / "metrics.jsonl"), every)
+        curve = learning_curve(read_jsonl(runs / name / "metrics.jsonl", missing_ok=True), every)
         if curve:
             curves[name] = curve
             say(f"{name} ({status}):\n{_curve_table(curve)}")

@@ -49,7 +49,7 @@ from .config import (BOOL, Allowed, ConfigError, DictConfig, int_from, number_ab
                      setting)
 from .checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .data.mqar import IGNORE, MQARSplit
-from .files import atomic_write
+from .files import atomic_write, read_jsonl
 from .graphed import GraphedStep, NotCapturable, training_step
 
 __all__ = ["TrainConfig", "Trainer", "Callback", "AccuracyCheck", "TrainingDiverged", "RunFolderError", "evaluate",
@@ -569,7 +569,8 @@ class Trainer:
 
     def resume(self, path: str | os.PathLike | None = None) -> dict:
         """Load weights, optimizer, step and RNG states from ``path`` (default: the latest checkpoint
-        in ``out_dir``); the metrics log is cut back to that step so it reads like one run."""
+        in ``out_dir``); the metrics log is cut back to that step, less a last line the kill cut short,
+        so it reads like one run."""
         in_place = path is None
         if in_place:
             if self.out_dir is None:
@@ -582,7 +583,7 @@ class Trainer:
         self._writes_out_dir = self._writes_out_dir or in_place   # continuing the run of out_dir in place
         log = self.out_dir / "metrics.jsonl" if self.out_dir is not None else None
         if log is not None and log.exists():
-            kept = [r for r in map(json.loads, log.read_text().splitlines()) if r["step"] <= self.step]
+            kept = [r for r in read_jsonl(log) if r["step"] <= self.step]
             self.history = kept
             if self.is_main:
                 atomic_write(log, "".join(json.dumps(r) + "\n" for r in kept))

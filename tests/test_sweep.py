@@ -228,6 +228,19 @@ def test_figure_from_the_results_fixture(tmp_path):
     assert table.count("\n") == 2 + len(rows) and "`rodimus--mem_size=4--lr=0.01`" in table
 
 
+def test_results_with_a_torn_last_line_read_and_damage_is_named(tmp_path, capsys):
+    whole = (FIXTURES / "results.jsonl").read_text()
+    (tmp_path / "results.jsonl").write_text(whole + '{"sweep": "tiny", "point": "rodim')   # a kill mid-append
+    assert sweep.read_results(tmp_path) == [json.loads(line) for line in whole.splitlines()]
+    first, rest = whole.split("\n", 1)
+    (tmp_path / "results.jsonl").write_text(first + "\n" + first[:40] + "\n" + rest)   # a torn line, then more
+    with pytest.raises(ValueError, match="results.jsonl, line 2, is not JSON"):
+        sweep.read_results(tmp_path)
+    assert main(["sweep", str(TINY), "--list", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "results.jsonl, line 2, is not JSON" in err and "delete or repair that line" in err
+
+
 def test_learning_curve_rows_at_evaluations_and_every_n_steps():
     rows = [{"kind": "train", "step": s, "loss": float(s)} for s in range(1, 7)]
     rows.insert(3, {"kind": "eval", "step": 3, "eval_loss": 0.5, "eval_accuracy": 0.25})

@@ -70,6 +70,22 @@ def test_resume_equals_uninterrupted_run(task, tmp_path):
     assert _losses(logged) == _losses(full.history)                  # the log reads like one run
 
 
+def test_resume_after_a_kill_tore_the_last_metrics_line(task, tmp_path):
+    first = _trainer(task, callbacks=[StopAt(4)], out_dir=str(tmp_path), checkpoint_every=0)
+    first.fit()
+    log = tmp_path / "metrics.jsonl"
+    complete = log.read_text()
+    with open(log, "a") as f:   # the kill came while the step-5 row was being appended
+        f.write('{"step": 5, "kind": "train", "lo')
+    second = _trainer(task, out_dir=str(tmp_path), checkpoint_every=0)
+    second.resume()
+    assert second.step == 4 and second.history == [json.loads(line) for line in complete.splitlines()]
+    assert log.read_text() == complete                                # the torn line is gone from the file
+    second.fit()
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [s for s, _ in _losses(logged)] == list(range(1, 11))
+
+
 def test_callbacks_see_every_step_and_eval(task):
     seen = {"step": 0, "eval": 0, "end": []}
 

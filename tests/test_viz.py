@@ -190,6 +190,18 @@ def test_training_curves_from_jsonl_and_rows(tmp_path):
         viz.training_curves(tmp_path / "missing.jsonl")
 
 
+def test_training_curves_of_a_run_still_writing_its_log(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": i, "loss": 1.0 / (i + 1)} for i in range(3)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 3, "lo')   # the row being written
+    fig = viz.training_curves(path)
+    assert [list(t.x) for t in fig.data] == [[0, 1, 2]]
+    with open(path, "a") as f:   # rows written after the torn one: now it is damage, not a write under way
+        f.write("\n" + json.dumps({"step": 4, "loss": 0.2}) + "\n")
+    with pytest.raises(ValueError, match="metrics.jsonl, line 4, is not JSON"):
+        viz.read_metrics(path)
+
+
 def test_compare_with_paper_pairs_ours_and_paper():
     ours = {"Rodimus": [(32, 0.4), (16, 0.2)]}
     fig = viz.compare_with_paper(ours, FIG1B_MQAR_VS_STATE_SIZE, x_title="n", y_title="accuracy")

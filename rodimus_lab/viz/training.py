@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..files import read_jsonl
 from .style import COLORS, TEMPLATE
 
 __all__ = ["read_metrics", "training_curves", "compare_with_paper", "grouped_bars"]
 
 
 def read_metrics(source) -> list[dict]:
-    """Metric rows from a JSONL file (one JSON object per line) or an iterable of dicts."""
+    """Metric rows from a JSONL file (one JSON object per line; the last line of a run still writing, or
+    killed mid-write, is left out while unfinished) or an iterable of dicts."""
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"metrics log {path} does not exist")
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_jsonl(source)
     rows = list(source)
     if not all(isinstance(r, dict) for r in rows):
         raise TypeError("metrics must be a JSONL path or an iterable of dicts (one per logged step)")
