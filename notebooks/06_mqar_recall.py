@@ -30,7 +30,6 @@
 # claims nothing about them.
 
 # %%
-import json
 import os
 from pathlib import Path
 
@@ -214,9 +213,9 @@ print("paper reference points ✓")
 # %%
 sweep_files = sorted(Path("../docs/results").glob("mqar_state_size*/results.jsonl"))
 if sweep_files:
-    from rodimus_lab.sweep import figure_series
+    from rodimus_lab.sweep import figure_series, read_results
 
-    records = [json.loads(line) for f in sweep_files for line in f.read_text().splitlines() if line.strip()]
+    records = [r for f in sweep_files for r in read_results(f.parent)]
     series, references, _ = figure_series(records, {"x": "n", "y": "eval_accuracy"})
     print(f"{len(records)} runs from {[str(f.parent.name) for f in sweep_files]}; references without a state: {references}")
     sweep_figure = viz.compare_with_paper(series, FIG1B_MQAR_VS_STATE_SIZE, x_title="state size n (log)",

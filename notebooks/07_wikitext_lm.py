@@ -29,7 +29,6 @@
 # only shows the pipeline. The full mode trains for a while on a CPU; a GPU is better.
 
 # %%
-import json
 import os
 from pathlib import Path
 
@@ -174,9 +173,9 @@ print("paper: Rodimus (n = 8) < Mamba2 (n = 128) in perplexity ✓")
 # %%
 sweep_files = sorted(Path("../docs/results").glob("wikitext_state_memory*/results.jsonl"))
 if sweep_files:
-    from rodimus_lab.sweep import figure_series
+    from rodimus_lab.sweep import figure_series, read_results
 
-    records = [json.loads(line) for f in sweep_files for line in f.read_text().splitlines() if line.strip()]
+    records = [r for f in sweep_files for r in read_results(f.parent)]
     series, references, _ = figure_series(records, {"x": "state_mb", "y": "eval_ppl"})
     print(f"{len(records)} runs from {[str(f.parent.name) for f in sweep_files]}; references without a state: {references}")
     sweep_figure = viz.compare_with_paper(series, FIG1A_PPL_VS_STATE_MB,
