@@ -4,7 +4,8 @@
 #
 #   bash benchmarks/run_gpu_checks.sh tests     # every `gpu`-marked test (kernels, fused model, prefill, compile)
 #   bash benchmarks/run_gpu_checks.sh train     # bench train, eager, T = 2048 and 8192 (docs/benchmarks.md)
-#   bash benchmarks/run_gpu_checks.sh compiled  # bench train, compiled, T = 2048 (its own call: compiling takes minutes)
+#   bash benchmarks/run_gpu_checks.sh compiled  # bench train, compiled, T = 2048, Rodimus+ and Llama: reduce-overhead,
+#                                               # then default with a profile (its own call: ~5 minutes on a fresh machine)
 #   bash benchmarks/run_gpu_checks.sh profile   # the top kernels of one eager step, Rodimus / Rodimus+ / Llama, T = 2048
 #   bash benchmarks/run_gpu_checks.sh host      # bench host on this machine's CPU (the eager step's host work)
 #   bash benchmarks/run_gpu_checks.sh graphed   # the CUDA-graph step's gpu tests, then bench train eager + graphed,
@@ -51,9 +52,11 @@ case $what in tests|all)   # -v: each test's name and result reach the log as it
     run "${TESTS_LIMIT:-300}" python3 -m pytest tests -m gpu -v -p no:cacheprovider -rs --tb=short \
         --continue-on-collection-errors --timeout 300 --timeout-method thread ;;
 esac
-case $what in compiled)
-    run 540 python3 -m rodimus_lab.bench.train --seq-lens 2048 --modes compiled \
-        --out "$out/train_h200_compiled_$commit.json" ;;
+case $what in compiled)   # the second mode reuses the first's Inductor cache
+    run 300 python3 -m rodimus_lab.bench.train --models rodimus_plus,llama --seq-lens 2048 --modes compiled \
+        --compile-mode reduce-overhead --out "$out/train_h200_compiled_overhead_$commit.json"
+    run 240 python3 -m rodimus_lab.bench.train --models rodimus_plus,llama --seq-lens 2048 --modes compiled \
+        --compile-mode default --profile --profile-top 70 --out "$out/train_h200_compiled_default_$commit.json" ;;
 esac
 case $what in graphed)
     run 90 python3 -m pytest tests/test_graphed.py -m gpu -v -p no:cacheprovider -rs --tb=short
