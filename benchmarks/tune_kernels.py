@@ -33,6 +33,8 @@ from typing import Callable
 
 import torch
 
+from rodimus_lab.bench import rel_rms
+
 TOLERANCE = 1e-2   # relative RMS of every output and gradient against the current configuration's
 
 
@@ -180,16 +182,11 @@ def forward_backward(family: Family, grad_out: torch.Tensor):
     return out.detach(), torch.autograd.grad(out, list(family.inputs.values()), grad_out)
 
 
-def relative_rms(x: torch.Tensor, ref: torch.Tensor) -> float:
-    x, ref = x.double(), ref.double()
-    return ((x - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt().clamp_min(1e-30)).item()
-
-
 def errors(result, reference, names) -> dict:
     """Relative RMS of the output and of the gradient of each input (``names``) against the reference."""
     (out, grads), (ref_out, ref_grads) = result, reference
-    errs = {"out": relative_rms(out, ref_out)}
-    errs.update({f"d{name}": relative_rms(g, r) for name, g, r in zip(names, grads, ref_grads)})
+    errs = {"out": rel_rms(out, ref_out)}
+    errs.update({f"d{name}": rel_rms(g, r) for name, g, r in zip(names, grads, ref_grads)})
     return errs
 
 

@@ -33,6 +33,7 @@ from torch.profiler import ProfilerActivity, profile
 from ..config import ModelConfig
 from ..generate import prefill
 from ..model import RodimusLM
+from . import rel_rms
 from .decode import native_stderr_silenced
 
 __all__ = ["bench_config", "measure", "format_table", "main"]
@@ -46,11 +47,6 @@ def bench_config(name: str, *, d_model: int = 768, n_layers: int | None = None, 
     layers = n_layers if n_layers is not None else {"rodimus": 24, "rodimus_plus": 12}[name]
     return ModelConfig(vocab_size=vocab_size, d_model=d_model, n_layers=layers, block=name,
                        window=window if name == "rodimus_plus" else None, backend=backend)
-
-
-def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def _ddts_kernel_calls(fn) -> int:
